@@ -1,0 +1,16 @@
+"""Stack samples of equal size into a :class:`Batch`."""
+
+import torch
+
+from detect.data.coco import Sample
+from detect.structures import Batch
+
+__all__ = ["collate"]
+
+
+def collate(samples: list[Sample]) -> Batch:
+    return Batch(
+        images=torch.stack([sample.image for sample in samples]),
+        targets=[sample.targets for sample in samples],
+        metas=[sample.meta for sample in samples],
+    )

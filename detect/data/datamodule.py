@@ -1,0 +1,143 @@
+"""Lightning DataModules for COCO-format data and for the embedded shapes set."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from detect.data.coco import CategoryMap, CocoDetection, load_coco
+from detect.data.collate import collate
+from detect.data.synthetic import ShapesConfig, generate_shapes, shapes_ready
+from detect.data.transforms import AugmentConfig, build_transforms
+from detect.structures import Batch
+
+__all__ = ["CocoDataModule", "ShapesDataModule"]
+
+log = logging.getLogger(__name__)
+
+
+class CocoDataModule(L.LightningDataModule):
+    """Train and validation loaders over COCO jsons and image folders.
+
+    Args:
+        train_ann, train_images: training json and image folder.
+        val_ann, val_images: validation json and image folder.
+        image_size: side of the square network input; images are letterboxed to it.
+        batch_size: training batch size.
+        val_batch_size: validation batch size.
+        num_workers: loader worker processes.
+        augment: training augmentation settings (``None`` for none).
+        missing_images: ``"skip"`` or ``"error"`` for images listed but absent or unreadable.
+        cache_images: decode images once and keep them in memory.
+        categories: class map to use instead of the training json's (set when evaluating a checkpoint).
+    """
+
+    def __init__(
+        self,
+        train_ann: str | None = None,
+        train_images: str | None = None,
+        val_ann: str | None = None,
+        val_images: str | None = None,
+        image_size: int = 640,
+        batch_size: int = 8,
+        val_batch_size: int = 16,
+        num_workers: int = 2,
+        augment: dict[str, Any] | None = None,
+        missing_images: str = "skip",
+        cache_images: bool = False,
+        categories: list[dict] | None = None,
+    ) -> None:
+        super().__init__()
+        if image_size < 32:
+            raise ValueError(f"image_size must be >= 32, got {image_size}")
+        self.train_ann, self.train_images = train_ann, train_images
+        self.val_ann, self.val_images = val_ann, val_images
+        self.image_size = image_size
+        self.batch_size, self.val_batch_size = batch_size, val_batch_size
+        self.num_workers = num_workers
+        self.augment = AugmentConfig(**augment) if augment else None
+        self.missing_images = missing_images
+        self.cache_images = cache_images
+        self._categories = CategoryMap.from_list(categories) if categories else None
+        self.train_set: CocoDetection | None = None
+        self.val_set: CocoDetection | None = None
+
+    @property
+    def categories(self) -> CategoryMap:
+        """The class map: the given one, else the training json's, else the validation json's."""
+        if self._categories is None:
+            source = self.train_ann or self.val_ann
+            if source is None:
+                raise ValueError("set data.train_ann or data.val_ann")
+            self._categories = CategoryMap.from_coco(load_coco(source).dataset["categories"])
+        return self._categories
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_set is None:
+            self.train_set = self._dataset(self.train_ann, self.train_images, self.augment, "train")
+        if stage in (None, "fit", "validate") and self.val_set is None:
+            self.val_set = self._dataset(self.val_ann, self.val_images, None, "val")
+
+    def _dataset(self, ann: str | None, images: str | None, augment: AugmentConfig | None, split: str) -> CocoDetection:
+        if not ann or not images:
+            raise ValueError(f"set data.{split}_ann and data.{split}_images")
+        return CocoDetection(
+            ann,
+            images,
+            build_transforms(self.image_size, augment),
+            self.image_size,
+            categories=self.categories,
+            missing_images=self.missing_images,
+            cache_images=self.cache_images,
+        )
+
+    def transfer_batch_to_device(self, batch: Batch, device: torch.device, dataloader_idx: int) -> Batch:
+        return batch.to(device)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=len(self.train_set) > self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=collate,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.val_set,
+            batch_size=self.val_batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            collate_fn=collate,
+            persistent_workers=self.num_workers > 0,
+        )
+
+
+class ShapesDataModule(CocoDataModule):
+    """:class:`CocoDataModule` over the embedded shapes set, generated into ``root`` on first use.
+
+    Args:
+        root: where the set lives (its annotation and image paths are derived from it in the config).
+        synthetic: :class:`detect.data.synthetic.ShapesConfig` fields.
+        **kwargs: :class:`CocoDataModule` arguments.
+    """
+
+    def __init__(self, root: str, synthetic: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        self.root = Path(root)
+        self.synthetic = ShapesConfig(**(synthetic or {}))
+        super().__init__(**kwargs)
+        # The class map is needed before prepare_data runs (to build the model).
+        self.prepare_data()
+
+    def prepare_data(self) -> None:
+        if not shapes_ready(self.root, self.synthetic):
+            log.info("generating the shapes dataset in %s (once)", self.root)
+            generate_shapes(self.root, self.synthetic)

@@ -1,0 +1,291 @@
+"""The embedded ``shapes`` dataset: COCO-format images generated on first use, no download.
+
+Each 320 px image shows 1-8 objects of seven categories (six geometric shapes and a stick
+``person`` with six keypoints) on textured, cluttered backgrounds. Objects are 8-160 px across,
+may be partly occluded by later objects or cut by the image border, and come with polygon masks of
+their visible part, tight boxes and, for persons, keypoints with COCO visibility flags.
+Generation is deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+__all__ = ["CATEGORIES", "ShapesConfig", "generate_shapes", "shapes_ready"]
+
+log = logging.getLogger(__name__)
+
+KEYPOINT_NAMES = ["head", "left_hand", "right_hand", "hip", "left_foot", "right_foot"]
+SKELETON = [[1, 4], [1, 2], [1, 3], [4, 5], [4, 6]]
+CATEGORIES = [
+    {"id": 1, "name": "circle", "supercategory": "shape"},
+    {"id": 2, "name": "triangle", "supercategory": "shape"},
+    {"id": 3, "name": "square", "supercategory": "shape"},
+    {"id": 4, "name": "star", "supercategory": "shape"},
+    {"id": 5, "name": "hexagon", "supercategory": "shape"},
+    {"id": 6, "name": "cross", "supercategory": "shape"},
+    {"id": 7, "name": "person", "supercategory": "figure", "keypoints": KEYPOINT_NAMES, "skeleton": SKELETON},
+]
+_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ShapesConfig:
+    """Parameters of the generated set; any change produces a different dataset."""
+
+    num_train: int = 600
+    num_val: int = 200
+    image_size: int = 320
+    min_objects: int = 1
+    max_objects: int = 8
+    min_size: float = 8.0
+    max_size: float = 160.0
+    seed: int = 0
+
+
+def shapes_ready(root: str | Path, config: ShapesConfig) -> bool:
+    """Whether ``root`` already holds the set generated with ``config``."""
+    marker = Path(root) / "dataset.json"
+    if not marker.is_file():
+        return False
+    return json.loads(marker.read_text()) == {"version": _VERSION, **asdict(config)}
+
+
+def generate_shapes(root: str | Path, config: ShapesConfig = ShapesConfig()) -> Path:
+    """Write ``images/{train,val}/*.jpg`` and ``annotations/instances_{train,val}.json`` under ``root``.
+
+    Returns:
+        ``root`` as a Path.
+    """
+    root = Path(root)
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    for split, count, split_seed in (("train", config.num_train, 0), ("val", config.num_val, 1)):
+        image_dir = root / "images" / split
+        image_dir.mkdir(parents=True, exist_ok=True)
+        images, annotations = [], []
+        for index in range(count):
+            rng = np.random.default_rng([config.seed, split_seed, index])
+            image, objects = _render_image(rng, config)
+            image_id = index + 1
+            file_name = f"{split}_{image_id:06d}.jpg"
+            cv2.imwrite(str(image_dir / file_name), image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
+            images.append({"id": image_id, "file_name": file_name, "width": image.shape[1], "height": image.shape[0]})
+            for obj in objects:
+                obj.update(id=len(annotations) + 1, image_id=image_id, iscrowd=0)
+                annotations.append(obj)
+        coco = {
+            "info": {"description": f"detect synthetic shapes v{_VERSION}", **asdict(config)},
+            "licenses": [],
+            "images": images,
+            "annotations": annotations,
+            "categories": CATEGORIES,
+        }
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
+    (root / "dataset.json").write_text(json.dumps({"version": _VERSION, **asdict(config)}))
+    log.info("generated shapes dataset in %s (%d train, %d val images)", root, config.num_train, config.num_val)
+    return root
+
+
+def _random_color(rng: np.random.Generator) -> np.ndarray:
+    return rng.integers(0, 256, size=3).astype(np.float32)
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Gradient + low-frequency blotches + a texture + clutter lines, as float32 HxWx3."""
+    ys, xs = np.meshgrid(*(np.arange(size, dtype=np.float32) / size,) * 2, indexing="ij")
+    angle = rng.uniform(0, 2 * math.pi)
+    ramp = (np.cos(angle) * xs + np.sin(angle) * ys)[..., None]
+    ramp = (ramp - ramp.min()) / (np.ptp(ramp) + 1e-6)
+    image = (_random_color(rng) * (1 - ramp) + _random_color(rng) * ramp).astype(np.float32)
+    blotches = rng.normal(0, 1, size=(6, 6, 3)).astype(np.float32)
+    image += cv2.resize(blotches, (size, size), interpolation=cv2.INTER_CUBIC) * np.float32(rng.uniform(10, 35))
+    texture = rng.integers(0, 3)
+    if texture == 0:
+        period = rng.uniform(6, 24)
+        phase = rng.uniform(0, 2 * math.pi)
+        direction = rng.uniform(0, math.pi)
+        stripes = np.sin((np.cos(direction) * xs + np.sin(direction) * ys) * size * 2 * math.pi / period + phase)
+        image += stripes[..., None] * np.float32(rng.uniform(8, 30))
+    elif texture == 1:
+        cell = int(rng.integers(8, 32))
+        checker = ((np.arange(size)[:, None] // cell + np.arange(size)[None] // cell) % 2).astype(np.float32)
+        image += (checker[..., None] - 0.5) * np.float32(rng.uniform(10, 40))
+    image += rng.standard_normal(size=image.shape, dtype=np.float32) * np.float32(rng.uniform(3, 12))
+    for _ in range(int(rng.integers(4, 16))):
+        p1 = tuple(int(v) for v in rng.integers(0, size, 2))
+        p2 = tuple(int(v) for v in rng.integers(0, size, 2))
+        cv2.line(image, p1, p2, _random_color(rng).tolist(), int(rng.integers(1, 4)), cv2.LINE_AA)
+    for _ in range(int(rng.integers(0, 6))):
+        center = tuple(int(v) for v in rng.integers(0, size, 2))
+        axes = tuple(int(v) for v in rng.integers(4, 30, 2))
+        start = float(rng.uniform(0, 360))
+        cv2.ellipse(image, center, axes, 0, start, start + rng.uniform(60, 200), _random_color(rng).tolist(), 2)
+    return image
+
+
+def _regular_polygon(center: np.ndarray, radius: float, sides: int, angle: float, inner: float = 0.0) -> np.ndarray:
+    """Vertices of a regular polygon, or of a star when ``inner`` (inner radius ratio) is set."""
+    if inner:
+        angles = angle + np.arange(2 * sides) * math.pi / sides
+        radii = np.where(np.arange(2 * sides) % 2 == 0, radius, radius * inner)
+    else:
+        angles = angle + np.arange(sides) * 2 * math.pi / sides
+        radii = np.full(sides, radius)
+    return center + np.stack([np.cos(angles) * radii, np.sin(angles) * radii], axis=1)
+
+
+def _shape_mask(
+    rng: np.random.Generator, name: str, center: np.ndarray, size: float, canvas: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Full (unoccluded) uint8 mask of one object, and its ``(6, 2)`` keypoints for persons."""
+    mask = np.zeros((canvas, canvas), dtype=np.uint8)
+    radius = size / 2
+    angle = rng.uniform(0, 2 * math.pi)
+    keypoints = None
+    if name == "circle":
+        cv2.ellipse(mask, _pt(center), (_i(radius), _i(radius * rng.uniform(0.85, 1.0))), math.degrees(angle), 0, 360, 1, -1)
+    elif name == "triangle":
+        cv2.fillPoly(mask, [_poly(_regular_polygon(center, radius, 3, angle))], 1)
+    elif name == "square":
+        cv2.fillPoly(mask, [_poly(_regular_polygon(center, radius, 4, angle))], 1)
+    elif name == "star":
+        cv2.fillPoly(mask, [_poly(_regular_polygon(center, radius, 5, angle, inner=0.45))], 1)
+    elif name == "hexagon":
+        cv2.fillPoly(mask, [_poly(_regular_polygon(center, radius, 6, angle))], 1)
+    elif name == "cross":
+        arm = radius * rng.uniform(0.28, 0.4)
+        bar = np.array([[-radius, -arm], [radius, -arm], [radius, arm], [-radius, arm]])
+        rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+        for points in (bar, bar[:, ::-1]):
+            cv2.fillPoly(mask, [_poly(center + points @ rotation.T)], 1)
+    elif name == "person":
+        keypoints = _person(rng, mask, center, size)
+    else:
+        raise ValueError(f"unknown shape {name!r}")
+    return mask, keypoints
+
+
+def _person(rng: np.random.Generator, mask: np.ndarray, center: np.ndarray, height: float) -> np.ndarray:
+    """Draw an upright stick figure ``height`` px tall; the viewer sees its left side on the right."""
+    thickness = max(2, _i(height / 10))
+    head_radius = height * 0.12
+    head = center + np.array([rng.uniform(-0.05, 0.05) * height, -0.5 * height + head_radius])
+    neck = head + np.array([0.0, head_radius])
+    hip = center + np.array([rng.uniform(-0.04, 0.04) * height, 0.1 * height])
+    shoulder = neck + (hip - neck) * 0.25
+    arm_length, leg_length = 0.38 * height, 0.42 * height
+    left_hand = shoulder + arm_length * _unit(rng.uniform(-0.3, 1.6))
+    right_hand = shoulder + arm_length * _unit(math.pi - rng.uniform(-0.3, 1.6))
+    left_foot = hip + leg_length * _unit(math.pi / 2 - rng.uniform(0.15, 0.7))
+    right_foot = hip + leg_length * _unit(math.pi / 2 + rng.uniform(0.15, 0.7))
+    cv2.circle(mask, _pt(head), _i(head_radius), 1, -1)
+    for start, end in ((neck, hip), (shoulder, left_hand), (shoulder, right_hand), (hip, left_foot), (hip, right_foot)):
+        cv2.line(mask, _pt(start), _pt(end), 1, thickness)
+    return np.stack([head, left_hand, right_hand, hip, left_foot, right_foot])
+
+
+def _unit(angle: float) -> np.ndarray:
+    return np.array([math.cos(angle), math.sin(angle)])
+
+
+def _i(value: float) -> int:
+    return max(1, int(round(value)))
+
+
+def _pt(point: np.ndarray) -> tuple[int, int]:
+    return int(round(point[0])), int(round(point[1]))
+
+
+def _poly(points: np.ndarray) -> np.ndarray:
+    return np.round(points).astype(np.int32).reshape(-1, 1, 2)
+
+
+def _paint(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray) -> None:
+    """Fill ``mask`` with a colour that stands out from the pixels beneath, with shading and noise."""
+    region = mask.astype(bool)
+    beneath = image[region].mean(axis=0)
+    for _ in range(10):
+        color = _random_color(rng)
+        if np.abs(color - beneath).sum() > 120:
+            break
+    ys, xs = np.nonzero(region)
+    shade = 1.0 + rng.uniform(-0.25, 0.25) * (xs - xs.mean()) / (np.ptp(xs) + 1)
+    pixels = color[None] * shade[:, None] + rng.normal(0, rng.uniform(2, 10), size=(len(xs), 3))
+    image[ys, xs] = pixels
+    if rng.random() < 0.5:
+        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(image, contours, -1, (color * rng.uniform(0.3, 0.7)).tolist(), 1, cv2.LINE_AA)
+
+
+def _render_image(rng: np.random.Generator, config: ShapesConfig) -> tuple[np.ndarray, list[dict]]:
+    size = config.image_size
+    image = _background(rng, size)
+    names = [category["name"] for category in CATEGORIES]
+    placed: list[tuple[str, np.ndarray, np.ndarray | None]] = []
+    occupied = np.zeros((size, size), dtype=np.int32) - 1  # index of the object on top at each pixel
+    target = int(rng.integers(config.min_objects, config.max_objects + 1))
+    attempts = 0
+    while len(placed) < target and attempts < 20 * target:
+        attempts += 1
+        name = names[int(rng.integers(len(names)))]
+        object_size = math.exp(rng.uniform(math.log(config.min_size), math.log(config.max_size)))
+        center = rng.uniform(-0.15 * object_size, size + 0.15 * object_size, size=2)
+        # Drawn on a padded canvas so that the part cut off by the border is known.
+        pad = int(object_size) + 2
+        full_mask, keypoints = _shape_mask(rng, name, center + pad, object_size, size + 2 * pad)
+        mask = np.ascontiguousarray(full_mask[pad : pad + size, pad : pad + size])
+        if keypoints is not None:
+            keypoints = keypoints - pad
+        area = int(mask.sum())
+        # Keep at least 60 % of the object inside the image, the rest truncated by the border ...
+        if area < 12 or area < 0.6 * full_mask.sum():
+            continue
+        # ... and never hide more than half of what is still visible of an earlier object.
+        covered = occupied[mask.astype(bool)]
+        covered = covered[covered >= 0]
+        if covered.size:
+            ids, counts = np.unique(covered, return_counts=True)
+            visible_before = np.bincount(occupied[occupied >= 0], minlength=len(placed))
+            if np.any(counts > 0.5 * visible_before[ids]):
+                continue
+        occupied[mask.astype(bool)] = len(placed)
+        placed.append((name, mask, keypoints))
+        _paint(rng, image, mask)
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    objects = []
+    for index, (name, _mask, keypoints) in enumerate(placed):
+        visible = (occupied == index).astype(np.uint8)
+        ys, xs = np.nonzero(visible)
+        if len(xs) < 12:
+            continue
+        x0, y0, x1, y1 = float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
+        contours, _ = cv2.findContours(visible, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        polygons = [c.reshape(-1).astype(float).tolist() for c in contours if len(c) >= 3]
+        if not polygons:
+            continue
+        obj = {
+            "category_id": names.index(name) + 1,
+            "bbox": [x0, y0, x1 - x0, y1 - y0],
+            "area": float(len(xs)),
+            "segmentation": polygons,
+        }
+        if keypoints is not None:
+            triplets = []
+            for x, y in keypoints:
+                inside = 0 <= x < size and 0 <= y < size
+                if not inside:
+                    triplets += [0.0, 0.0, 0]
+                else:
+                    seen = occupied[int(y), int(x)] == index
+                    triplets += [round(float(x), 2), round(float(y), 2), 2 if seen else 1]
+            obj["keypoints"] = triplets
+            obj["num_keypoints"] = sum(1 for v in triplets[2::3] if v > 0)
+        objects.append(obj)
+    return image, objects

@@ -1,0 +1,84 @@
+"""Albumentations pipelines that keep boxes consistent with the image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import albumentations as A
+import cv2
+
+__all__ = ["AugmentConfig", "build_transforms", "letterbox_params"]
+
+PAD_VALUE = 114
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training augmentation; every probability at 0 turns the pipeline into a plain letterbox.
+
+    Attributes:
+        hflip: probability of a horizontal flip.
+        scale: range of the random zoom applied after letterboxing.
+        translate: largest shift, as a fraction of the image side.
+        affine_p: probability of applying the zoom/shift.
+        color_p: probability of brightness/contrast/saturation/hue jitter.
+        brightness, contrast, saturation, hue: jitter strengths (albumentations ColorJitter).
+    """
+
+    hflip: float = 0.5
+    scale: tuple[float, float] = (0.5, 1.5)
+    translate: float = 0.1
+    affine_p: float = 0.5
+    color_p: float = 0.8
+    brightness: float = 0.3
+    contrast: float = 0.3
+    saturation: float = 0.5
+    hue: float = 0.02
+
+
+def letterbox_params(height: int, width: int, image_size: int) -> tuple[float, tuple[float, float]]:
+    """Scale and offset that :func:`build_transforms` applies to a ``height`` x ``width`` image."""
+    return image_size / max(height, width), (0.0, 0.0)
+
+
+def build_transforms(image_size: int, augment: AugmentConfig | None = None) -> A.Compose:
+    """Resize the longer side to ``image_size``, pad to a square at the top-left, then augment.
+
+    Padding at the top-left keeps the inverse mapping a pure scale, so predictions go back to the
+    original image with one division.
+    """
+    transforms: list[A.BasicTransform] = [
+        A.LongestMaxSize(max_size=image_size, interpolation=cv2.INTER_LINEAR),
+        A.PadIfNeeded(
+            image_size, image_size, position="top_left", border_mode=cv2.BORDER_CONSTANT, fill=PAD_VALUE
+        ),
+    ]
+    if augment is not None:
+        if augment.affine_p > 0:
+            transforms.append(
+                A.Affine(
+                    scale=tuple(augment.scale),
+                    translate_percent=(-augment.translate, augment.translate),
+                    border_mode=cv2.BORDER_CONSTANT,
+                    fill=PAD_VALUE,
+                    p=augment.affine_p,
+                )
+            )
+        if augment.hflip > 0:
+            transforms.append(A.HorizontalFlip(p=augment.hflip))
+        if augment.color_p > 0:
+            transforms.append(
+                A.ColorJitter(
+                    brightness=augment.brightness,
+                    contrast=augment.contrast,
+                    saturation=augment.saturation,
+                    hue=augment.hue,
+                    p=augment.color_p,
+                )
+            )
+    return A.Compose(
+        transforms,
+        bbox_params=A.BboxParams(
+            format="pascal_voc", label_fields=["labels"], min_area=4.0, min_visibility=0.3, clip=True
+        ),
+    )

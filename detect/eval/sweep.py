@@ -1,0 +1,30 @@
+"""A Hydra callback that ends every sweep with a comparison table of its jobs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from detect.eval.tables import collect_sweep, format_sweep
+
+__all__ = ["SweepTableCallback"]
+
+log = logging.getLogger(__name__)
+
+
+class SweepTableCallback(Callback):
+    """After ``-m`` runs, collect each job's ``metrics.json`` into ``results.md`` and print it."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = collect_sweep(sweep_dir)
+        if not rows:
+            log.warning("no metrics.json found under %s", sweep_dir)
+            return
+        table = format_sweep(rows)
+        (sweep_dir / "results.md").write_text(table + "\n")
+        print(f"\nSweep results ({sweep_dir / 'results.md'}):\n{table}")

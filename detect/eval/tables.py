@@ -1,0 +1,59 @@
+"""Plain-text tables of metrics: one run's summary and a sweep's comparison."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+__all__ = ["collect_sweep", "format_metrics", "format_sweep"]
+
+_SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def _fmt(value: float) -> str:
+    return "  -  " if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def format_metrics(metrics: dict[str, float], iou_type: str = "bbox") -> str:
+    """A markdown table of the summary metrics, then one of per-class AP."""
+    header = "| " + " | ".join(_SUMMARY_KEYS) + " |"
+    rule = "|" + "---|" * len(_SUMMARY_KEYS)
+    row = "| " + " | ".join(_fmt(metrics.get(f"{iou_type}/{key}")) for key in _SUMMARY_KEYS) + " |"
+    lines = [f"{iou_type}:", header, rule, row]
+    prefix = f"{iou_type}/AP/"
+    per_class = {key[len(prefix) :]: value for key, value in metrics.items() if key.startswith(prefix)}
+    if per_class:
+        width = max(len(name) for name in per_class)
+        lines += ["", f"| {'class'.ljust(width)} | AP    |", f"|{'-' * (width + 2)}|-------|"]
+        lines += [f"| {name.ljust(width)} | {_fmt(value)} |" for name, value in per_class.items()]
+    return "\n".join(lines)
+
+
+def collect_sweep(sweep_dir: str | Path) -> list[dict]:
+    """Read every ``metrics.json`` below ``sweep_dir`` with the overrides of its job."""
+    rows = []
+    for metrics_file in sorted(Path(sweep_dir).glob("**/metrics.json")):
+        job_dir = metrics_file.parent
+        overrides_file = job_dir / ".hydra" / "overrides.yaml"
+        overrides = []
+        if overrides_file.is_file():
+            overrides = [
+                line.removeprefix("- ").strip()
+                for line in overrides_file.read_text().splitlines()
+                if line.startswith("- ")
+            ]
+        rows.append({"job": job_dir.name, "overrides": " ".join(overrides), **json.loads(metrics_file.read_text())})
+    return rows
+
+
+def format_sweep(rows: list[dict], keys: tuple[str, ...] = ("bbox/AP", "bbox/AP50", "bbox/AP75")) -> str:
+    """A markdown table with a row per job, best first by the first key."""
+    extra = [key for key in ("train_minutes", "params_M") if any(key in row for row in rows)]
+    columns = list(keys) + extra
+    rows = sorted(rows, key=lambda row: -(row.get(keys[0]) or 0.0))
+    lines = ["| job | overrides | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+    for row in rows:
+        values = " | ".join(_fmt(row.get(column)) for column in columns)
+        lines.append(f"| {row['job']} | {row['overrides']} | {values} |")
+    return "\n".join(lines)

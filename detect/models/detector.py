@@ -1,0 +1,84 @@
+"""Detector: backbone -> neck -> head, composition only (no training framework here)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from detect.models.backbones.base import Backbone
+from detect.models.heads.base import Head
+from detect.models.necks.base import Neck
+from detect.structures import Detections, Targets
+
+__all__ = ["Detector"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Detector(nn.Module):
+    """Wire a backbone, a neck and a head together from the backbone's declared feature specs.
+
+    Args:
+        backbone: a built backbone.
+        neck: builds the neck from ``in_specs`` (a Hydra partial).
+        head: builds the head from ``in_specs`` and ``num_classes`` (a Hydra partial).
+        num_classes: number of object classes (comes from the dataset).
+        pixel_mean: per-channel mean of ``[0, 1]`` images, subtracted before the backbone.
+        pixel_std: per-channel std of ``[0, 1]`` images.
+
+    >>> from functools import partial
+    >>> from detect.models import CSPDarknet, PAN, DetectHead
+    >>> model = Detector(CSPDarknet(), PAN, DetectHead, num_classes=3)
+    >>> model.loss(model(torch.rand(1, 3, 64, 64)), [Targets.empty()])["loss_cls"].ndim
+    0
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        neck: Callable[..., Neck],
+        head: Callable[..., Head],
+        num_classes: int,
+        pixel_mean: tuple[float, float, float] = IMAGENET_MEAN,
+        pixel_std: tuple[float, float, float] = IMAGENET_STD,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.neck = neck(in_specs=backbone.out_specs)
+        self.head = head(in_specs=self.neck.out_specs, num_classes=num_classes)
+        self.num_classes = num_classes
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def size_divisibility(self) -> int:
+        return self.backbone.size_divisibility
+
+    def check_input_size(self, height: int, width: int) -> None:
+        """Raise ``ValueError`` unless both sides are multiples of the backbone's divisibility."""
+        multiple = self.size_divisibility
+        if height % multiple or width % multiple:
+            raise ValueError(
+                f"input size {height}x{width} is not a multiple of {multiple}, which this backbone needs; "
+                f"use an image_size divisible by {multiple}"
+            )
+
+    def forward(self, images: Tensor) -> Any:
+        """Raw head outputs for ``(B, 3, H, W)`` images in ``[0, 1]`` (or uint8 ``[0, 255]``)."""
+        if images.dtype == torch.uint8:
+            images = images.float().div_(255.0)
+        self.check_input_size(*images.shape[-2:])
+        images = (images - self.pixel_mean) / self.pixel_std
+        return self.head(self.neck(self.backbone(images)))
+
+    def loss(self, outputs: Any, targets: list[Targets]) -> dict[str, Tensor]:
+        """Named loss terms; their sum is what training minimises."""
+        return self.head.loss(outputs, targets)
+
+    def postprocess(self, outputs: Any, image_sizes: list[tuple[int, int]]) -> list[Detections]:
+        """Detections in the input frame, one per image."""
+        return self.head.postprocess(outputs, image_sizes)

@@ -1,0 +1,204 @@
+"""Anchor-free decoupled box head with task-aligned assignment, DFL and CIoU (TOOD / YOLOv8 family)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import batched_nms, complete_box_iou_loss
+
+from detect.models.heads.assigner import Assignment, TaskAlignedAssigner
+from detect.models.heads.base import Head, make_anchors
+from detect.models.layers import conv_bn_act
+from detect.models.losses import distribution_focal_loss
+from detect.models.necks.base import select_specs
+from detect.structures import Detections, FeatureSpec, Targets
+
+__all__ = ["DetectHead", "DetectOutputs", "pad_targets"]
+
+
+@dataclass
+class DetectOutputs:
+    """Raw head outputs over all ``A`` anchors of all levels.
+
+    Attributes:
+        cls_logits: ``(B, A, C)``.
+        box_logits: ``(B, A, 4, R)`` logits over ``R`` distance bins for left, top, right, bottom.
+        anchors: ``(A, 2)`` anchor centres in pixels.
+        strides: ``(A, 1)``.
+    """
+
+    cls_logits: Tensor
+    box_logits: Tensor
+    anchors: Tensor
+    strides: Tensor
+
+
+def pad_targets(targets: list[Targets], device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Stack per-image targets into ``(B, M, 4)`` boxes, ``(B, M)`` labels and a ``(B, M)`` validity mask."""
+    counts = torch.tensor([len(t) for t in targets], device=device)
+    max_count = int(counts.max()) if len(targets) else 0
+    boxes = torch.zeros((len(targets), max_count, 4), device=device)
+    labels = torch.zeros((len(targets), max_count), dtype=torch.long, device=device)
+    if max_count:
+        boxes = nn.utils.rnn.pad_sequence([t.boxes.float() for t in targets], batch_first=True)
+        labels = nn.utils.rnn.pad_sequence([t.labels for t in targets], batch_first=True)
+    valid = torch.arange(max_count, device=device)[None] < counts[:, None]
+    return boxes.to(device), labels.to(device), valid
+
+
+class DetectHead(Head):
+    """Per-level decoupled convolutional branches for classification and box distribution.
+
+    Args:
+        in_specs: the neck's ``out_specs``.
+        num_classes: number of object classes.
+        in_features: levels to predict on.
+        reg_max: distance bins per box side; the largest side distance is ``(reg_max - 1) * stride``.
+        box_hidden: width of the box branch (default derived from the finest level).
+        cls_hidden: width of the class branch (default derived from the finest level).
+        topk, alpha, beta: task-aligned assigner settings.
+        box_weight, cls_weight, dfl_weight: loss weights.
+        score_thresh: minimum score kept by ``postprocess``.
+        nms_iou: IoU threshold of the class-wise NMS.
+        max_det: detections kept per image.
+        pre_nms_topk: candidates entering NMS per image.
+    """
+
+    def __init__(
+        self,
+        in_specs: dict[str, FeatureSpec],
+        num_classes: int,
+        in_features: tuple[str, ...] | list[str] = ("p3", "p4", "p5"),
+        reg_max: int = 16,
+        box_hidden: int | None = None,
+        cls_hidden: int | None = None,
+        topk: int = 10,
+        alpha: float = 0.5,
+        beta: float = 6.0,
+        box_weight: float = 7.5,
+        cls_weight: float = 0.5,
+        dfl_weight: float = 1.5,
+        score_thresh: float = 0.001,
+        nms_iou: float = 0.7,
+        max_det: int = 300,
+        pre_nms_topk: int = 1000,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if reg_max < 2:
+            raise ValueError(f"reg_max must be >= 2, got {reg_max}")
+        self.specs = select_specs(in_specs, in_features)
+        self.in_features = list(in_features)
+        self.num_classes = num_classes
+        self.reg_max = reg_max
+        finest = min(spec.channels for spec in self.specs)
+        box_hidden = box_hidden or max(16, finest // 4, 4 * reg_max)
+        cls_hidden = cls_hidden or max(finest, min(num_classes, 100))
+        self.box_branches = nn.ModuleList(
+            nn.Sequential(
+                conv_bn_act(spec.channels, box_hidden, 3),
+                conv_bn_act(box_hidden, box_hidden, 3),
+                nn.Conv2d(box_hidden, 4 * reg_max, 1),
+            )
+            for spec in self.specs
+        )
+        self.cls_branches = nn.ModuleList(
+            nn.Sequential(
+                conv_bn_act(spec.channels, cls_hidden, 3),
+                conv_bn_act(cls_hidden, cls_hidden, 3),
+                nn.Conv2d(cls_hidden, num_classes, 1),
+            )
+            for spec in self.specs
+        )
+        self.assigner = TaskAlignedAssigner(topk, alpha, beta)
+        self.box_weight, self.cls_weight, self.dfl_weight = box_weight, cls_weight, dfl_weight
+        self.score_thresh, self.nms_iou = score_thresh, nms_iou
+        self.max_det, self.pre_nms_topk = max_det, pre_nms_topk
+        self.register_buffer("bins", torch.arange(reg_max, dtype=torch.float32), persistent=False)
+        self._init_biases()
+
+    def _init_biases(self) -> None:
+        # Start near the prior of a handful of objects per 640 px image, so the first steps are not
+        # spent pushing thousands of background scores down.
+        for branch, spec in zip(self.cls_branches, self.specs):
+            nn.init.constant_(branch[-1].bias, math.log(5 / self.num_classes / (640 / spec.stride) ** 2))
+        for branch in self.box_branches:
+            nn.init.constant_(branch[-1].bias, 1.0)
+
+    def forward(self, features: dict[str, Tensor]) -> DetectOutputs:
+        cls_levels, box_levels, sizes = [], [], []
+        for key, cls_branch, box_branch in zip(self.in_features, self.cls_branches, self.box_branches):
+            feature = features[key]
+            sizes.append(tuple(feature.shape[-2:]))
+            cls_levels.append(cls_branch(feature).flatten(2))
+            box_levels.append(box_branch(feature).flatten(2))
+        batch_size = cls_levels[0].shape[0]
+        cls_logits = torch.cat(cls_levels, dim=2).transpose(1, 2)
+        box_logits = torch.cat(box_levels, dim=2).transpose(1, 2).reshape(batch_size, -1, 4, self.reg_max)
+        anchors, strides = make_anchors(sizes, self.specs, cls_logits.device, torch.float32)
+        return DetectOutputs(cls_logits, box_logits, anchors, strides)
+
+    def decode_boxes(self, outputs: DetectOutputs) -> Tensor:
+        """``(B, A, 4)`` xyxy pixel boxes from the expected bin of each side's distribution."""
+        distances = outputs.box_logits.float().softmax(dim=-1) @ self.bins
+        distances = distances * outputs.strides
+        return torch.cat([outputs.anchors - distances[..., :2], outputs.anchors + distances[..., 2:]], dim=-1)
+
+    def assign(self, outputs: DetectOutputs, targets: list[Targets]) -> tuple[Assignment, Tensor]:
+        """Run the assigner; returns the assignment and the decoded predicted boxes."""
+        pred_boxes = self.decode_boxes(outputs)
+        gt_boxes, gt_labels, gt_valid = pad_targets(targets, outputs.cls_logits.device)
+        assignment = self.assigner(
+            outputs.cls_logits.detach().sigmoid(), pred_boxes.detach(), outputs.anchors, gt_labels, gt_boxes, gt_valid
+        )
+        return assignment, pred_boxes
+
+    def loss(self, outputs: DetectOutputs, targets: list[Targets]) -> dict[str, Tensor]:
+        assignment, pred_boxes = self.assign(outputs, targets)
+        score_sum = assignment.scores.sum().clamp(min=1.0)
+        loss_cls = (
+            F.binary_cross_entropy_with_logits(outputs.cls_logits.float(), assignment.scores, reduction="sum")
+            / score_sum
+        )
+        foreground = assignment.foreground
+        weight = assignment.scores.sum(dim=-1)[foreground]
+        loss_box = (
+            complete_box_iou_loss(pred_boxes[foreground], assignment.boxes[foreground], reduction="none") * weight
+        ).sum() / score_sum
+        anchors = outputs.anchors.expand(foreground.shape[0], -1, -1)[foreground]
+        strides = outputs.strides.expand(foreground.shape[0], -1, -1)[foreground]
+        target_boxes = assignment.boxes[foreground]
+        target_distances = torch.cat([anchors - target_boxes[:, :2], target_boxes[:, 2:] - anchors], dim=-1) / strides
+        target_distances = target_distances.clamp(0, self.reg_max - 1 - 0.01)
+        loss_dfl = (
+            distribution_focal_loss(outputs.box_logits[foreground], target_distances).mean(dim=-1) * weight
+        ).sum() / score_sum
+        return {
+            "loss_cls": loss_cls * self.cls_weight,
+            "loss_box": loss_box * self.box_weight,
+            "loss_dfl": loss_dfl * self.dfl_weight,
+        }
+
+    @torch.no_grad()
+    def postprocess(self, outputs: DetectOutputs, image_sizes: list[tuple[int, int]]) -> list[Detections]:
+        boxes = self.decode_boxes(outputs)
+        scores = outputs.cls_logits.float().sigmoid()
+        results = []
+        for image_boxes, image_scores, (height, width) in zip(boxes, scores, image_sizes):
+            flat = image_scores.flatten()
+            candidates = flat.topk(min(self.pre_nms_topk, flat.numel())).indices
+            candidates = candidates[flat[candidates] > self.score_thresh]
+            anchor_index = candidates // self.num_classes
+            labels = candidates % self.num_classes
+            kept_boxes = image_boxes[anchor_index]
+            kept_boxes[:, 0::2] = kept_boxes[:, 0::2].clamp(0, width)
+            kept_boxes[:, 1::2] = kept_boxes[:, 1::2].clamp(0, height)
+            kept_scores = flat[candidates]
+            keep = batched_nms(kept_boxes, kept_scores, labels, self.nms_iou)[: self.max_det]
+            results.append(Detections(kept_boxes[keep], kept_scores[keep], labels[keep]))
+        return results

@@ -1,0 +1,105 @@
+"""The LightningModule that trains and validates a :class:`~detect.models.Detector`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch import Tensor, nn
+
+from detect.data.coco import CategoryMap
+from detect.eval.coco import CocoEvaluator
+from detect.models.detector import Detector
+from detect.structures import Batch, Detections
+
+__all__ = ["DetectionTask", "parameter_groups"]
+
+log = logging.getLogger(__name__)
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on conv/linear weights only; none on norms, biases, embeddings and tokens."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if param.ndim <= 1 or name.endswith((".bias", "pos_embed", "cls_token", "reg_token")):
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+class DetectionTask(L.LightningModule):
+    """Training, validation and checkpointing around a Detector built from a resolved config.
+
+    The resolved config and the class map are saved as hyperparameters, so a checkpoint alone
+    rebuilds the model (``DetectionTask.load_from_checkpoint(path)``).
+
+    Args:
+        config: the resolved training config (``model``, ``optim``, ``sched`` sections are used).
+        categories: ``[{"id": ..., "name": ...}]`` in contiguous-label order.
+    """
+
+    def __init__(self, config: dict[str, Any], categories: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.config = OmegaConf.create(config)
+        self.categories = CategoryMap.from_list(categories)
+        self.model: Detector = instantiate(self.config.model)(num_classes=len(self.categories))
+        # NHWC lets oneDNN (CPU, notably with AMX bf16) and cuDNN pick their fastest conv kernels.
+        self.memory_format = torch.channels_last if self.config.get("channels_last", True) else torch.contiguous_format
+        self.model.to(memory_format=self.memory_format)
+        self.evaluator: CocoEvaluator | None = None
+        self.val_metrics: dict[str, float] = {}
+        self.val_results: list[dict] = []
+
+    def forward(self, images: Tensor) -> list[Detections]:
+        """Detections in the input frame for ``(B, 3, H, W)`` images."""
+        outputs = self.model(images.contiguous(memory_format=self.memory_format))
+        return self.model.postprocess(outputs, [tuple(images.shape[-2:])] * images.shape[0])
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        images = batch.images.contiguous(memory_format=self.memory_format)
+        losses = self.model.loss(self.model(images), batch.targets)
+        loss = sum(losses.values())
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=len(batch))
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        datamodule = self.trainer.datamodule
+        self.evaluator = CocoEvaluator(datamodule.val_set.coco, self.categories.ids)
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        detections = self(batch.images)
+        self.evaluator.update(
+            [meta.image_id for meta in batch.metas],
+            [d.rescale(meta) for d, meta in zip(detections, batch.metas)],
+        )
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.world_size > 1:
+            gathered: list[Any] = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(gathered, (self.evaluator.results, sorted(self.evaluator.seen)))
+            self.evaluator.merge([results for results, _ in gathered])
+            self.evaluator.seen = {image_id for _, seen in gathered for image_id in seen}
+        self.val_metrics = self.evaluator.compute()
+        self.val_results = self.evaluator.results
+        summary = {key: value for key, value in self.val_metrics.items() if key.count("/") == 1}
+        self.log_dict(summary, prog_bar=False, sync_dist=False, rank_zero_only=False)
+        self.log("val/AP", summary["bbox/AP"], prog_bar=True)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optim_cfg = OmegaConf.to_container(self.config.optim, resolve=True)
+        weight_decay = optim_cfg.pop("weight_decay", 0.0)
+        optimizer = instantiate(optim_cfg)(parameter_groups(self.model, weight_decay))
+        scheduler = instantiate(self.config.sched)(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

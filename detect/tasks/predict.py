@@ -1,0 +1,99 @@
+"""Prediction entry: a checkpoint and images in, drawn images and ``predictions.json`` out."""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from detect.data.coco import read_image
+from detect.data.transforms import build_transforms, letterbox_params
+from detect.structures import ImageMeta
+from detect.tasks.checkpoint import load_task
+from detect.tasks.visualize import draw_detections
+
+__all__ = ["find_images", "predict"]
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+
+
+def find_images(source: str | Path) -> list[Path]:
+    """Image files named by ``source``: one file, every image in a folder, or a glob pattern."""
+    path = Path(source)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    else:
+        files = sorted(Path(p) for p in glob.glob(str(source), recursive=True) if Path(p).is_file())
+    if not files:
+        raise FileNotFoundError(f"no images found at {source}")
+    return files
+
+
+def _device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+@torch.inference_mode()
+def predict(cfg: DictConfig) -> list[dict]:
+    """Detect objects in every image of ``cfg.source``.
+
+    Returns:
+        One entry per readable image: file, size and its detections (xyxy boxes in original pixels,
+        scores, category ids and names).
+    """
+    device = _device(cfg.device)
+    task = load_task(cfg.ckpt_path, device)
+    model = task.model.to(device)
+    image_size = int(cfg.image_size or task.config.data.image_size)
+    model.check_input_size(image_size, image_size)
+    transform = build_transforms(image_size)
+    output_dir = Path(cfg.paths.output_dir)
+    drawn_dir = output_dir / "images"
+    drawn_dir.mkdir(parents=True, exist_ok=True)
+    entries, skipped = [], 0
+    for path in tqdm(find_images(cfg.source), desc="predict", unit="img"):
+        try:
+            image = read_image(path)
+        except (OSError, UnidentifiedImageError) as error:
+            log.warning("skipping %s: cannot read it (%s)", path, error)
+            skipped += 1
+            continue
+        height, width = image.shape[:2]
+        scale, offset = letterbox_params(height, width, image_size)
+        tensor = torch.from_numpy(transform(image=image, bboxes=np.zeros((0, 4)), labels=[])["image"])
+        tensor = tensor.permute(2, 0, 1).unsqueeze(0).to(device)
+        (detections,) = model.postprocess(model(tensor), [(image_size, image_size)])
+        detections = detections.rescale(ImageMeta(path.name, (height, width), scale, offset))
+        keep = detections.scores >= cfg.score_thresh
+        boxes, scores, labels = detections.boxes[keep], detections.scores[keep], detections.labels[keep]
+        drawn = draw_detections(image, detections, task.categories.names, cfg.score_thresh)
+        Image.fromarray(drawn).save(drawn_dir / f"{path.stem}.jpg")
+        entries.append(
+            {
+                "file": str(path),
+                "width": width,
+                "height": height,
+                "boxes": [[round(v, 2) for v in box] for box in boxes.cpu().tolist()],
+                "scores": [round(v, 4) for v in scores.cpu().tolist()],
+                "category_ids": [task.categories.ids[i] for i in labels.cpu().tolist()],
+                "category_names": [task.categories.names[i] for i in labels.cpu().tolist()],
+            }
+        )
+    (output_dir / "predictions.json").write_text(json.dumps(entries, indent=1))
+    print(f"{len(entries)} images -> {drawn_dir}; predictions: {output_dir / 'predictions.json'}")
+    if skipped:
+        print(f"skipped {skipped} unreadable files (see the log)")
+    return entries
