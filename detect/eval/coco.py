@@ -33,8 +33,8 @@ def detections_to_coco(image_id: int, detections: Detections, category_ids: tupl
             {
                 "image_id": image_id,
                 "category_id": category_ids[int(label)],
-                "bbox": [round(float(x0), 3), round(float(y0), 3), round(float(x1 - x0), 3), round(float(y1 - y0), 3)],
-                "score": round(float(score), 5),
+                "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+                "score": float(score),
             }
         )
     return results

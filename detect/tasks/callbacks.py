@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+import statistics
+import time
+from typing import Any
 
+import lightning as L
 import torch
-from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.callbacks import Callback, WeightAveraging
 from torch import Tensor
 
-__all__ = ["EMA"]
+__all__ = ["EMA", "EpochTimer"]
 
 
 class _RampedEMA:
@@ -42,3 +46,43 @@ class EMA(WeightAveraging):
         if not 0 <= decay < 1:
             raise ValueError(f"decay must be in [0, 1), got {decay}")
         super().__init__(use_buffers=True, multi_avg_fn=_RampedEMA(decay, tau))
+
+
+class EpochTimer(Callback):
+    """Time every training epoch (data loading included) and report images per second.
+
+    The first epoch is kept apart: it pays for warm-up (allocator, kernel selection, caches).
+    """
+
+    def __init__(self) -> None:
+        self.epoch_seconds: list[float] = []
+        self.epoch_images: list[int] = []
+        self._start = 0.0
+        self._images = 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+        self._images = 0
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._images += len(batch)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        seconds = time.perf_counter() - self._start
+        self.epoch_seconds.append(seconds)
+        self.epoch_images.append(self._images)
+        pl_module.log("train/epoch_seconds", seconds)
+
+    def summary(self) -> dict[str, float]:
+        """Median seconds per epoch and images per second over the epochs after the first."""
+        seconds = self.epoch_seconds[1:] or self.epoch_seconds
+        images = self.epoch_images[1:] or self.epoch_images
+        if not seconds:
+            return {}
+        rates = sorted(n / s for n, s in zip(images, seconds))
+        return {
+            "train/sec_per_epoch": round(statistics.median(seconds), 2),
+            "train/img_per_s": round(rates[len(rates) // 2], 2),
+        }

@@ -18,6 +18,7 @@ from PIL import Image
 from detect.data.coco import read_image
 from detect.eval.tables import format_metrics
 from detect.structures import Detections
+from detect.tasks.callbacks import EpochTimer
 from detect.tasks.module import DetectionTask
 from detect.tasks.visualize import draw_detections
 
@@ -107,7 +108,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.validate(task, datamodule=datamodule, verbose=False)
         metrics = dict(task.val_metrics)
     if trainer.is_global_zero:
+        timers = [c for c in trainer.callbacks if isinstance(c, EpochTimer)]
         extra = {
+            **(timers[0].summary() if timers else {}),
             "train_minutes": round(train_seconds / 60, 2),
             "params_M": round(sum(p.numel() for p in task.model.parameters()) / 1e6, 3),
         }

@@ -1,0 +1,72 @@
+"""Every option of every config group composes, and the model groups instantiate together."""
+
+import pytest
+from hydra.utils import instantiate
+
+from tests.conftest import compose_config, options
+
+
+@pytest.mark.parametrize("group", ["data", "optim", "sched", "trainer", "logger", "callbacks"])
+def test_every_option_composes(group: str) -> None:
+    for option in options(group):
+        cfg = compose_config([f"{group}={option}"])
+        assert cfg[group]
+
+
+def test_every_component_instantiates() -> None:
+    cfg = compose_config(["trainer.accelerator=cpu"])
+    for group in ("callbacks", "logger"):
+        for name, node in cfg[group].items():
+            if "save_dir" in node or "dirpath" in node:
+                continue  # these need Hydra's run folder
+            assert instantiate(node) is not None, name
+    assert instantiate(cfg.model.neck).func.__name__ == "PAN"
+
+
+def test_experiments_and_debug_settings_apply() -> None:
+    overfit = compose_config(["experiment=overfit", "data=coco"])
+    assert overfit.data.augment is None and overfit.trainer.max_epochs > 20
+    assert overfit.model.backbone._target_.endswith("CSPDarknet")
+    fast = compose_config(["debug=fast"])
+    assert fast.trainer.fast_dev_run is True and fast.data.num_workers == 0
+
+
+def test_defaults_point_at_the_default_model() -> None:
+    cfg = compose_config()
+    assert cfg.model.backbone._target_.endswith("CSPDarknet")
+    assert cfg.model.neck._target_.endswith("PAN")
+    assert cfg.model.head._target_.endswith("DetectHead")
+    assert cfg.data._target_.endswith("ShapesDataModule")
+
+
+def test_no_config_restates_channels_or_strides() -> None:
+    for group in ("neck", "head"):
+        for option in options(group):
+            cfg = compose_config([f"{group}={option}"])
+            node = cfg.model[group]
+            assert "in_channels" not in node and "strides" not in node and "num_classes" not in node
+
+
+@pytest.mark.parametrize("name", ["optim", "sched"])
+def test_optimizer_and_schedule_instantiate(name: str) -> None:
+    import torch
+
+    cfg = compose_config()
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    optimizer = instantiate(cfg.optim)(params)
+    assert optimizer.param_groups[0]["lr"] == cfg.optim.lr
+    if name == "sched":
+        scheduler = instantiate(cfg.sched)(optimizer, total_steps=1000)
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(cfg.optim.lr * cfg.sched.warmup_start)
+        for _ in range(cfg.sched.warmup_steps):
+            optimizer.step()
+            scheduler.step()
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(cfg.optim.lr, rel=1e-3)
+
+
+def test_unknown_option_lists_the_available_ones() -> None:
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException) as info:
+        compose_config(["backbone=resnet9000"])
+    assert "cspdarknet_n" in str(info.value) and "vit_s" in str(info.value)
