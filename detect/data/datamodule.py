@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +140,18 @@ class ShapesDataModule(CocoDataModule):
         self.prepare_data()
 
     def prepare_data(self) -> None:
-        if not shapes_ready(self.root, self.synthetic):
-            log.info("generating the shapes dataset in %s (once)", self.root)
-            generate_shapes(self.root, self.synthetic)
+        if shapes_ready(self.root, self.synthetic):
+            return
+        log.info("generating the shapes dataset in %s (once)", self.root)
+        # Written aside and renamed into place, so concurrent jobs (sweeps, DDP ranks) never read half a set.
+        staging = self.root.with_name(f".{self.root.name}.tmp-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        generate_shapes(staging, self.synthetic)
+        if self.root.exists() and not shapes_ready(self.root, self.synthetic):
+            shutil.rmtree(self.root)
+        try:
+            staging.rename(self.root)
+        except OSError:
+            if not shapes_ready(self.root, self.synthetic):
+                raise
+            shutil.rmtree(staging, ignore_errors=True)

@@ -62,7 +62,8 @@ def evaluate_results(
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    metrics = {f"{iou_type}/{name}": max(float(value), 0.0) for name, value in zip(_STAT_NAMES, evaluator.stats)}
+    # pycocotools reports -1 for a size range without ground truth; that convention is kept.
+    metrics = {f"{iou_type}/{name}": float(value) for name, value in zip(_STAT_NAMES, evaluator.stats)}
     # precision: (iou thresholds, recall points, categories, area ranges, max dets); -1 marks "no ground truth".
     precision = evaluator.eval["precision"][:, :, :, 0, -1]
     for index, category_id in enumerate(evaluator.params.catIds):

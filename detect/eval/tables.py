@@ -12,7 +12,9 @@ _SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
 def _fmt(value: float) -> str:
-    return "  -  " if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+    if value is None or math.isnan(value) or value < 0:  # -1: no ground truth in that range
+        return "  -  "
+    return f"{value:.3f}"
 
 
 def format_metrics(metrics: dict[str, float], iou_type: str = "bbox") -> str:
@@ -22,7 +24,10 @@ def format_metrics(metrics: dict[str, float], iou_type: str = "bbox") -> str:
     row = "| " + " | ".join(_fmt(metrics.get(f"{iou_type}/{key}")) for key in _SUMMARY_KEYS) + " |"
     lines = [f"{iou_type}:", header, rule, row]
     prefix = f"{iou_type}/AP/"
-    per_class = {key[len(prefix) :]: value for key, value in metrics.items() if key.startswith(prefix)}
+    # Classes without ground truth in the evaluated images (NaN) are left out.
+    per_class = {
+        key[len(prefix) :]: value for key, value in metrics.items() if key.startswith(prefix) and not math.isnan(value)
+    }
     if per_class:
         width = max(len(name) for name in per_class)
         lines += ["", f"| {'class'.ljust(width)} | AP    |", f"|{'-' * (width + 2)}|-------|"]

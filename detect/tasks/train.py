@@ -12,6 +12,7 @@ import lightning as L
 import numpy as np
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
@@ -48,6 +49,8 @@ def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_cfg["precision"] = _precision(trainer_cfg.get("precision"), trainer_cfg.get("accelerator"))
     trainer_cfg.update(overrides)
+    if trainer_cfg.get("enable_progress_bar") is False:
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     return instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
 
 

@@ -24,7 +24,7 @@ def test_sweep_table_ranks_jobs(tmp_path: Path) -> None:
 
 def test_metrics_table_lists_classes() -> None:
     text = format_metrics({"bbox/AP": 0.5, "bbox/AP/cat": 0.25, "bbox/AP/dog": float("nan")})
-    assert "0.500" in text and "| cat " in text and "0.250" in text
+    assert "0.500" in text and "| cat " in text and "0.250" in text and "dog" not in text
 
 
 def test_warmup_cosine_shape() -> None:
