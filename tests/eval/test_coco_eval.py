@@ -67,7 +67,8 @@ def test_wrong_class_scores_zero_and_half_right_scores_between() -> None:
 
 def test_empty_ground_truth_is_handled() -> None:
     metrics = evaluate_results(make_gt([]), [{"image_id": 1, "category_id": 3, "bbox": [0, 0, 5, 5], "score": 0.5}])
-    assert metrics["bbox/AP"] == 0.0
+    # pycocotools' convention: -1 where there is nothing to score.
+    assert metrics["bbox/AP"] == -1.0 and metrics["bbox/AP50"] == -1.0
 
 
 def test_peer_fake_bbox_results_reproduced(shared_realdata: Path) -> None:
