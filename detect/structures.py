@@ -8,9 +8,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Batch", "Detections", "FeatureSpec", "ImageMeta", "Targets"]
+__all__ = ["COCO_PERSON_KEYPOINTS", "Batch", "Detections", "FeatureSpec", "ImageMeta", "KeypointInfo", "Targets"]
+
+COCO_PERSON_KEYPOINTS = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip",
+    "left_knee", "right_knee", "left_ankle", "right_ankle",
+)  # fmt: skip
+# Per-keypoint OKS sigmas that COCO publishes for its 17 person keypoints (cocoapi's cocoeval.py).
+COCO_PERSON_SIGMAS = (
+    0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062, 0.107, 0.107,
+    0.087, 0.087, 0.089, 0.089,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -21,6 +33,58 @@ class FeatureSpec:
     stride: int
 
 
+@dataclass(frozen=True)
+class KeypointInfo:
+    """What a dataset's keypoints are, read from its COCO ``categories[].keypoints`` / ``skeleton``.
+
+    Attributes:
+        names: keypoint names in order.
+        skeleton: 1-based index pairs, as in COCO.
+        sigmas: per-keypoint OKS sigmas (COCO's for its 17 person keypoints, else one value each).
+        category_ids: the categories that carry keypoints.
+    """
+
+    names: tuple[str, ...]
+    skeleton: tuple[tuple[int, int], ...] = ()
+    sigmas: tuple[float, ...] = ()
+    category_ids: tuple[int, ...] = ()
+
+    @classmethod
+    def from_categories(cls, categories: list[dict], default_sigma: float = 0.07) -> KeypointInfo | None:
+        """The keypoint description of ``categories``, or None if none carries keypoints."""
+        with_keypoints = [c for c in categories if c.get("keypoints")]
+        if not with_keypoints:
+            return None
+        names = tuple(with_keypoints[0]["keypoints"])
+        if any(tuple(c["keypoints"]) != names for c in with_keypoints):
+            raise ValueError("categories with keypoints must share one keypoint list")
+        sigmas = COCO_PERSON_SIGMAS if names == COCO_PERSON_KEYPOINTS else (default_sigma,) * len(names)
+        return cls(
+            names=names,
+            skeleton=tuple(tuple(pair) for pair in with_keypoints[0].get("skeleton", [])),
+            sigmas=tuple(sigmas),
+            category_ids=tuple(c["id"] for c in with_keypoints),
+        )
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def flip_index(self) -> list[int]:
+        """For each keypoint, the index of its mirror image (``left_*`` <-> ``right_*``; itself otherwise)."""
+        index = {name: i for i, name in enumerate(self.names)}
+        mirrored = []
+        for name in self.names:
+            if "left" in name:
+                other = name.replace("left", "right")
+            elif "right" in name:
+                other = name.replace("right", "left")
+            else:
+                other = name
+            mirrored.append(index.get(other, index[name]))
+        return mirrored
+
+
 @dataclass
 class Targets:
     """Ground truth of one image.
@@ -28,10 +92,15 @@ class Targets:
     Attributes:
         boxes: ``(N, 4)`` xyxy pixels in the network-input frame.
         labels: ``(N,)`` contiguous class indices in ``[0, num_classes)``.
+        masks: ``(N, H, W)`` uint8 instance masks in the input frame, when loaded.
+        keypoints: ``(N, K, 3)`` x, y, visibility (COCO's 0/1/2), when loaded; all zero for
+            instances without keypoints.
     """
 
     boxes: Tensor
     labels: Tensor
+    masks: Tensor | None = None
+    keypoints: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.boxes.ndim != 2 or self.boxes.shape[-1] != 4:
@@ -49,7 +118,13 @@ class Targets:
         return self.boxes.shape[0]
 
     def to(self, device: torch.device | str) -> Targets:
-        return replace(self, boxes=self.boxes.to(device), labels=self.labels.to(device))
+        return replace(
+            self,
+            boxes=self.boxes.to(device),
+            labels=self.labels.to(device),
+            masks=None if self.masks is None else self.masks.to(device),
+            keypoints=None if self.keypoints is None else self.keypoints.to(device),
+        )
 
 
 @dataclass
@@ -60,25 +135,58 @@ class Detections:
         boxes: ``(N, 4)`` xyxy pixels.
         scores: ``(N,)`` confidences in ``[0, 1]``.
         labels: ``(N,)`` contiguous class indices.
+        masks: ``(N, H, W)`` bool instance masks over the whole image, for segmentation heads.
+        keypoints: ``(N, K, 3)`` x, y, confidence, for pose heads.
     """
 
     boxes: Tensor
     scores: Tensor
     labels: Tensor
+    masks: Tensor | None = None
+    keypoints: Tensor | None = None
 
     def __len__(self) -> int:
         return self.boxes.shape[0]
 
     def to(self, device: torch.device | str) -> Detections:
-        return Detections(self.boxes.to(device), self.scores.to(device), self.labels.to(device))
+        return Detections(
+            self.boxes.to(device),
+            self.scores.to(device),
+            self.labels.to(device),
+            None if self.masks is None else self.masks.to(device),
+            None if self.keypoints is None else self.keypoints.to(device),
+        )
+
+    def select(self, keep: Tensor) -> Detections:
+        """The detections picked by a bool mask or an index tensor."""
+        return Detections(
+            self.boxes[keep],
+            self.scores[keep],
+            self.labels[keep],
+            None if self.masks is None else self.masks[keep],
+            None if self.keypoints is None else self.keypoints[keep],
+        )
 
     def rescale(self, meta: ImageMeta) -> Detections:
-        """Map boxes from the network-input frame back to the original image, clipped to it."""
-        boxes = (self.boxes - self.boxes.new_tensor(meta.offset * 2)) / meta.scale
+        """Map everything from the network-input frame back to the original image, clipped to it."""
         height, width = meta.orig_size
+        offset = self.boxes.new_tensor(meta.offset)
+        boxes = (self.boxes - offset.repeat(2)) / meta.scale
         boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
-        return Detections(boxes, self.scores, self.labels)
+        keypoints = None
+        if self.keypoints is not None:
+            keypoints = self.keypoints.clone()
+            keypoints[..., :2] = (keypoints[..., :2] - offset) / meta.scale
+        masks = None
+        if self.masks is not None:
+            # The image occupies [offset, offset + size * scale) of the input; resample that window.
+            x0, y0 = int(round(meta.offset[0])), int(round(meta.offset[1]))
+            window = self.masks[:, y0 : y0 + round(height * meta.scale), x0 : x0 + round(width * meta.scale)]
+            if window.shape[0] and window.shape[-2:] != (height, width):
+                window = F.interpolate(window[None].float(), size=(height, width), mode="bilinear")[0] > 0.5
+            masks = window.bool()
+        return Detections(boxes, self.scores, self.labels, masks, keypoints)
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,14 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
+from detect.models.backbones._weights import WeightsUnavailableError
+
 __all__ = ["run_cli"]
 
 log = logging.getLogger(__name__)
 
 # Errors a user causes with a path, a name or a value: shown as one line, not a traceback.
-_USER_ERRORS = (FileNotFoundError, ValueError, MissingMandatoryValue, RuntimeError, OSError)
+_USER_ERRORS = (OSError, ValueError, MissingMandatoryValue, WeightsUnavailableError)
 
 
 def _root_cause(error: BaseException) -> BaseException:

@@ -8,42 +8,65 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import albumentations as A
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
 from detect.data.transforms import letterbox_params
-from detect.structures import ImageMeta, Targets
+from detect.structures import ImageMeta, KeypointInfo, Targets
 
-__all__ = ["CategoryMap", "CocoDetection", "Sample", "load_coco", "read_image"]
+__all__ = ["CategoryMap", "CocoDetection", "Sample", "load_coco", "read_image", "segmentation_to_mask"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class CategoryMap:
-    """Contiguous class indices <-> dataset category ids (any ints, gaps allowed) and names."""
+    """Contiguous class indices <-> dataset category ids (any ints, gaps allowed), names and keypoints."""
 
     ids: tuple[int, ...]
     names: tuple[str, ...]
+    keypoints: KeypointInfo | None = None
+    skeletons: tuple[tuple[tuple[int, int], ...], ...] = field(default=(), compare=False)
 
     @classmethod
     def from_coco(cls, categories: list[dict]) -> CategoryMap:
-        ordered = sorted(categories, key=lambda category: category["id"])
-        return cls(tuple(c["id"] for c in ordered), tuple(str(c["name"]) for c in ordered))
+        """From a json's categories, sorted by id."""
+        return cls.from_list(sorted(categories, key=lambda category: category["id"]))
 
     @classmethod
     def from_list(cls, categories: list[dict]) -> CategoryMap:
-        return cls(tuple(c["id"] for c in categories), tuple(str(c["name"]) for c in categories))
+        """From categories already in contiguous-label order (as :meth:`to_list` writes them)."""
+        seen = set()
+        for category in categories:
+            if "id" not in category or "name" not in category:
+                raise ValueError(f"every category needs an id and a name, got {category}")
+            if category["id"] in seen:
+                raise ValueError(f"category id {category['id']} appears twice")
+            seen.add(category["id"])
+        return cls(
+            tuple(c["id"] for c in categories),
+            tuple(str(c["name"]) for c in categories),
+            KeypointInfo.from_categories(categories),
+        )
 
     def to_list(self) -> list[dict]:
-        return [{"id": id_, "name": name} for id_, name in zip(self.ids, self.names)]
+        """JSON-ready categories, keypoint names and skeleton included where they exist."""
+        entries = []
+        for id_, name in zip(self.ids, self.names):
+            entry: dict = {"id": id_, "name": name}
+            if self.keypoints is not None and id_ in self.keypoints.category_ids:
+                entry["keypoints"] = list(self.keypoints.names)
+                entry["skeleton"] = [list(pair) for pair in self.keypoints.skeleton]
+            entries.append(entry)
+        return entries
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -81,6 +104,17 @@ def load_coco(ann_file: str | Path) -> COCO:
     return coco
 
 
+def segmentation_to_mask(segmentation: list | dict, height: int, width: int) -> np.ndarray:
+    """Rasterise COCO polygons, uncompressed or compressed RLE to an ``(H, W)`` uint8 mask."""
+    if isinstance(segmentation, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    elif isinstance(segmentation.get("counts"), list):
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    else:
+        rle = segmentation
+    return mask_utils.decode(rle).astype(np.uint8)
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read any image as RGB ``(H, W, 3)`` uint8, applying its EXIF orientation."""
     with Image.open(path) as image:
@@ -99,6 +133,9 @@ class CocoDetection(Dataset):
         categories: class map to use; defaults to the json's own categories, sorted by id.
         missing_images: ``"skip"`` (log and drop images absent or unreadable on disk) or ``"error"``.
         cache_images: decode every image once and keep it in memory.
+        hflip: probability of a horizontal flip (keypoints swap sides using their names).
+        load_masks: also return instance masks (from polygons or RLE, via pycocotools).
+        load_keypoints: also return keypoints (for categories that declare them).
     """
 
     def __init__(
@@ -110,6 +147,9 @@ class CocoDetection(Dataset):
         categories: CategoryMap | None = None,
         missing_images: str = "skip",
         cache_images: bool = False,
+        hflip: float = 0.0,
+        load_masks: bool = False,
+        load_keypoints: bool = False,
     ) -> None:
         if missing_images not in ("skip", "error"):
             raise ValueError(f"missing_images must be 'skip' or 'error', got {missing_images!r}")
@@ -122,6 +162,10 @@ class CocoDetection(Dataset):
         self.transform = transform
         self.image_size = image_size
         self.missing_images = missing_images
+        self.hflip = hflip
+        self.load_masks = load_masks
+        self.load_keypoints = load_keypoints
+        self.keypoint_info = self.categories.keypoints
         self.image_ids = self._check_images(sorted(self.coco.imgs))
         self._index = self.categories._lookup
         self._cache: dict[int, np.ndarray] = {}
@@ -158,11 +202,11 @@ class CocoDetection(Dataset):
     def __len__(self) -> int:
         return len(self.image_ids)
 
-    def annotations(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
-        """Non-crowd boxes ``(N, 4)`` xyxy in original pixels and their contiguous labels ``(N,)``."""
+    def annotations(self, image_id: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+        """Non-crowd boxes ``(N, 4)`` xyxy in original pixels, their contiguous labels ``(N,)`` and annotations."""
         info = self.coco.imgs[image_id]
         width, height = info.get("width"), info.get("height")
-        boxes, labels = [], []
+        boxes, labels, kept = [], [], []
         for ann in self.coco.imgToAnns.get(image_id, []):
             if ann.get("iscrowd", 0) or ann["category_id"] not in self._index:
                 continue
@@ -175,24 +219,75 @@ class CocoDetection(Dataset):
                 continue
             boxes.append((x0, y0, x1, y1))
             labels.append(self._index[ann["category_id"]])
-        return np.asarray(boxes, dtype=np.float32).reshape(-1, 4), np.asarray(labels, dtype=np.int64)
+            kept.append(ann)
+        return np.asarray(boxes, dtype=np.float32).reshape(-1, 4), np.asarray(labels, dtype=np.int64), kept
+
+    def _masks(self, anns: list[dict], height: int, width: int) -> list[np.ndarray]:
+        masks = []
+        for ann in anns:
+            if ann.get("segmentation"):
+                masks.append(segmentation_to_mask(ann["segmentation"], height, width))
+            else:  # a box-only annotation: its box is the best mask we have
+                mask = np.zeros((height, width), np.uint8)
+                x, y, w, h = (int(round(v)) for v in ann["bbox"])
+                mask[y : y + h, x : x + w] = 1
+                masks.append(mask)
+        return masks
+
+    def _keypoints(self, anns: list[dict]) -> np.ndarray:
+        count = len(self.keypoint_info) if self.keypoint_info else 0
+        keypoints = np.zeros((len(anns), count, 3), np.float32)
+        for i, ann in enumerate(anns):
+            values = ann.get("keypoints")
+            if values and len(values) == 3 * count:
+                keypoints[i] = np.asarray(values, np.float32).reshape(count, 3)
+        return keypoints
 
     def __getitem__(self, index: int) -> Sample:
         image_id = self.image_ids[index]
         image = self._cache.get(image_id)
         if image is None:
             image = self._read(image_id)
-        boxes, labels = self.annotations(image_id)
+        boxes, labels, anns = self.annotations(image_id)
         height, width = image.shape[:2]
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
-        out = self.transform(image=image, bboxes=boxes, labels=labels)
+        inputs = {"image": image, "bboxes": boxes, "labels": labels, "instances": np.arange(len(boxes))}
+        keypoints = self._keypoints(anns) if self.load_keypoints else None
+        inputs["keypoints"] = np.zeros((0, 2), np.float32) if keypoints is None else keypoints[..., :2].reshape(-1, 2)
+        if self.load_masks and anns:
+            inputs["masks"] = self._masks(anns, height, width)
+        out = self.transform(**inputs)
+        kept = np.asarray(out["instances"], dtype=np.int64)
+        image_out = out["image"]
+        boxes_out = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
+        masks_out = None
+        if self.load_masks:
+            masks_out = (
+                np.stack(out["masks"])[kept] if anns else np.zeros((0, *image_out.shape[:2]), np.uint8)
+            )
+        keypoints_out = None
+        if keypoints is not None:
+            keypoints_out = np.asarray(out["keypoints"], np.float32).reshape(len(anns), -1, 2)[kept]
+            visibility = keypoints[kept][..., 2].copy()
+            out_h, out_w = image_out.shape[:2]
+            inside = (
+                (keypoints_out[..., 0] >= 0) & (keypoints_out[..., 0] < out_w)
+                & (keypoints_out[..., 1] >= 0) & (keypoints_out[..., 1] < out_h)
+            )
+            visibility[~inside] = 0
+            keypoints_out = np.concatenate([keypoints_out, visibility[..., None]], axis=-1)
+            keypoints_out[visibility == 0] = 0
+        if self.hflip > 0 and torch.rand(()).item() < self.hflip:
+            image_out, boxes_out, masks_out, keypoints_out = self._flip(image_out, boxes_out, masks_out, keypoints_out)
         scale, offset = letterbox_params(height, width, self.image_size)
         return Sample(
-            image=torch.from_numpy(np.ascontiguousarray(out["image"])).permute(2, 0, 1),
+            image=torch.from_numpy(np.ascontiguousarray(image_out)).permute(2, 0, 1),
             targets=Targets(
-                torch.as_tensor(np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)),
+                torch.as_tensor(boxes_out),
                 torch.as_tensor(np.asarray(out["labels"], dtype=np.int64).reshape(-1)),
+                masks=None if masks_out is None else torch.from_numpy(np.ascontiguousarray(masks_out)),
+                keypoints=None if keypoints_out is None else torch.from_numpy(keypoints_out),
             ),
             meta=ImageMeta(
                 image_id=image_id,
@@ -202,3 +297,19 @@ class CocoDetection(Dataset):
                 file_name=self.coco.imgs[image_id]["file_name"],
             ),
         )
+
+    def _flip(
+        self, image: np.ndarray, boxes: np.ndarray, masks: np.ndarray | None, keypoints: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Mirror left-right; keypoints also trade places with their mirror (left_hand <-> right_hand)."""
+        width = image.shape[1]
+        image = image[:, ::-1]
+        boxes = boxes.copy()
+        boxes[:, [0, 2]] = width - boxes[:, [2, 0]]
+        if masks is not None:
+            masks = masks[:, :, ::-1]
+        if keypoints is not None and self.keypoint_info is not None:
+            keypoints = keypoints[:, self.keypoint_info.flip_index].copy()
+            visible = keypoints[..., 2] > 0
+            keypoints[..., 0] = np.where(visible, width - keypoints[..., 0], 0)
+        return image, boxes, masks, keypoints

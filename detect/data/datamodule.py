@@ -68,6 +68,13 @@ class CocoDataModule(L.LightningDataModule):
         self._categories = CategoryMap.from_list(categories) if categories else None
         self.train_set: CocoDetection | None = None
         self.val_set: CocoDetection | None = None
+        self.load_masks = False
+        self.load_keypoints = False
+
+    def request_targets(self, masks: bool = False, keypoints: bool = False) -> None:
+        """Ask for instance masks and/or keypoints besides boxes (before ``setup``)."""
+        self.load_masks = masks
+        self.load_keypoints = keypoints
 
     @property
     def categories(self) -> CategoryMap:
@@ -96,6 +103,9 @@ class CocoDataModule(L.LightningDataModule):
             categories=self.categories,
             missing_images=self.missing_images,
             cache_images=self.cache_images,
+            hflip=augment.hflip if augment is not None else 0.0,
+            load_masks=self.load_masks,
+            load_keypoints=self.load_keypoints,
         )
 
     def transfer_batch_to_device(self, batch: Batch, device: torch.device, dataloader_idx: int) -> Batch:

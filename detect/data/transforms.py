@@ -45,7 +45,8 @@ def build_transforms(image_size: int, augment: AugmentConfig | None = None) -> A
     """Resize the longer side to ``image_size``, pad to a square at the top-left, then augment.
 
     Padding at the top-left keeps the inverse mapping a pure scale, so predictions go back to the
-    original image with one division.
+    original image with one division. Horizontal flips are left to the dataset, which knows how
+    to swap left and right keypoints.
     """
     transforms: list[A.BasicTransform] = [
         A.LongestMaxSize(max_size=image_size, interpolation=cv2.INTER_LINEAR),
@@ -64,8 +65,6 @@ def build_transforms(image_size: int, augment: AugmentConfig | None = None) -> A
                     p=augment.affine_p,
                 )
             )
-        if augment.hflip > 0:
-            transforms.append(A.HorizontalFlip(p=augment.hflip))
         if augment.color_p > 0:
             transforms.append(
                 A.ColorJitter(
@@ -79,6 +78,7 @@ def build_transforms(image_size: int, augment: AugmentConfig | None = None) -> A
     return A.Compose(
         transforms,
         bbox_params=A.BboxParams(
-            format="pascal_voc", label_fields=["labels"], min_area=4.0, min_visibility=0.3, clip=True
+            format="pascal_voc", label_fields=["labels", "instances"], min_area=4.0, min_visibility=0.3, clip=True
         ),
+        keypoint_params=A.KeypointParams(format="xy", remove_invisible=False),
     )

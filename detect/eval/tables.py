@@ -19,9 +19,10 @@ def _fmt(value: float) -> str:
 
 def format_metrics(metrics: dict[str, float], iou_type: str = "bbox") -> str:
     """A markdown table of the summary metrics, then one of per-class AP."""
-    header = "| " + " | ".join(_SUMMARY_KEYS) + " |"
-    rule = "|" + "---|" * len(_SUMMARY_KEYS)
-    row = "| " + " | ".join(_fmt(metrics.get(f"{iou_type}/{key}")) for key in _SUMMARY_KEYS) + " |"
+    keys = [key for key in _SUMMARY_KEYS if f"{iou_type}/{key}" in metrics]
+    header = "| " + " | ".join(keys) + " |"
+    rule = "|" + "---|" * len(keys)
+    row = "| " + " | ".join(_fmt(metrics.get(f"{iou_type}/{key}")) for key in keys) + " |"
     lines = [f"{iou_type}:", header, rule, row]
     prefix = f"{iou_type}/AP/"
     # Classes without ground truth in the evaluated images (NaN) are left out.

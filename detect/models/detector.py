@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from detect.models.backbones.base import Backbone
 from detect.models.heads.base import Head
 from detect.models.necks.base import Neck
-from detect.structures import Detections, Targets
+from detect.structures import Detections, KeypointInfo, Targets
 
 __all__ = ["Detector"]
 
@@ -27,6 +27,7 @@ class Detector(nn.Module):
         neck: builds the neck from ``in_specs`` (a Hydra partial).
         head: builds the head from ``in_specs`` and ``num_classes`` (a Hydra partial).
         num_classes: number of object classes (comes from the dataset).
+        keypoints: the dataset's keypoint description, passed to heads that predict keypoints.
         pixel_mean: per-channel mean of ``[0, 1]`` images, subtracted before the backbone.
         pixel_std: per-channel std of ``[0, 1]`` images.
 
@@ -43,13 +44,16 @@ class Detector(nn.Module):
         neck: Callable[..., Neck],
         head: Callable[..., Head],
         num_classes: int,
+        keypoints: KeypointInfo | None = None,
         pixel_mean: tuple[float, float, float] = IMAGENET_MEAN,
         pixel_std: tuple[float, float, float] = IMAGENET_STD,
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.neck = neck(in_specs=backbone.out_specs)
-        self.head = head(in_specs=self.neck.out_specs, num_classes=num_classes)
+        head_class = getattr(head, "func", head)
+        extra = {"keypoints": keypoints} if "keypoints" in getattr(head_class, "target_fields", ()) else {}
+        self.head = head(in_specs=self.neck.out_specs, num_classes=num_classes, **extra)
         self.num_classes = num_classes
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), persistent=False)

@@ -37,12 +37,15 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         categories=task.categories.to_list(),
     )
     task.model.check_input_size(datamodule.image_size, datamodule.image_size)
+    fields = task.model.head.target_fields
+    datamodule.request_targets(masks="masks" in fields, keypoints="keypoints" in fields)
     trainer = L.Trainer(
         accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, logger=False, enable_checkpointing=False
     )
     trainer.validate(task, datamodule=datamodule, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     write_outputs(output_dir, task.val_metrics, task.val_results)
-    print("\n" + format_metrics(task.val_metrics))
+    for iou_type in task.iou_types:
+        print("\n" + format_metrics(task.val_metrics, iou_type))
     print(f"\nmetrics:     {output_dir / 'metrics.json'}\npredictions: {output_dir / 'predictions.json'}")
     return task.val_metrics

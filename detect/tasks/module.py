@@ -53,13 +53,25 @@ class DetectionTask(L.LightningModule):
         self.save_hyperparameters()
         self.config = OmegaConf.create(config)
         self.categories = CategoryMap.from_list(categories)
-        self.model: Detector = instantiate(self.config.model)(num_classes=len(self.categories))
+        self.model: Detector = instantiate(self.config.model)(
+            num_classes=len(self.categories), keypoints=self.categories.keypoints
+        )
         # NHWC lets oneDNN (CPU, notably with AMX bf16) and cuDNN pick their fastest conv kernels.
         self.memory_format = torch.channels_last if self.config.get("channels_last", True) else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
         self.evaluator: CocoEvaluator | None = None
         self.val_metrics: dict[str, float] = {}
         self.val_results: list[dict] = []
+
+    @property
+    def skeleton(self) -> tuple[tuple[int, int], ...]:
+        return self.categories.keypoints.skeleton if self.categories.keypoints else ()
+
+    @property
+    def iou_types(self) -> tuple[str, ...]:
+        """What validation scores: boxes always, masks and keypoints when the head predicts them."""
+        fields = self.model.head.target_fields
+        return ("bbox",) + (("segm",) if "masks" in fields else ()) + (("keypoints",) if "keypoints" in fields else ())
 
     def forward(self, images: Tensor) -> list[Detections]:
         """Detections in the input frame for ``(B, 3, H, W)`` images."""
@@ -76,7 +88,9 @@ class DetectionTask(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         datamodule = self.trainer.datamodule
-        self.evaluator = CocoEvaluator(datamodule.val_set.coco, self.categories.ids)
+        self.evaluator = CocoEvaluator(
+            datamodule.val_set.coco, self.categories.ids, self.iou_types, keypoints=self.categories.keypoints
+        )
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         detections = self(batch.images)
@@ -95,7 +109,8 @@ class DetectionTask(L.LightningModule):
         self.val_results = self.evaluator.results
         summary = {key: value for key, value in self.val_metrics.items() if key.count("/") == 1}
         self.log_dict(summary, prog_bar=False, sync_dist=False, rank_zero_only=False)
-        self.log("val/AP", summary["bbox/AP"], prog_bar=True)
+        for iou_type in self.iou_types:
+            self.log(f"val/{iou_type}_AP", summary[f"{iou_type}/AP"], prog_bar=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optim_cfg = OmegaConf.to_container(self.config.optim, resolve=True)

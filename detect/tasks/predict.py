@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from detect.data.coco import read_image
 from detect.data.transforms import build_transforms, letterbox_params
+from detect.eval.coco import encode_masks
 from detect.structures import ImageMeta
 from detect.tasks.checkpoint import load_task
 from detect.tasks.visualize import draw_detections
@@ -52,7 +53,8 @@ def predict(cfg: DictConfig) -> list[dict]:
 
     Returns:
         One entry per readable image: file, size and its detections (xyxy boxes in original pixels,
-        scores, category ids and names).
+        scores, category ids and names; RLE ``masks`` and flat x, y, score ``keypoints`` when the
+        model predicts them).
     """
     device = _device(cfg.device)
     task = load_task(cfg.ckpt_path, device)
@@ -77,21 +79,24 @@ def predict(cfg: DictConfig) -> list[dict]:
         tensor = tensor.permute(2, 0, 1).unsqueeze(0).to(device)
         (detections,) = model.postprocess(model(tensor), [(image_size, image_size)])
         detections = detections.rescale(ImageMeta(path.name, (height, width), scale, offset))
-        keep = detections.scores >= cfg.score_thresh
-        boxes, scores, labels = detections.boxes[keep], detections.scores[keep], detections.labels[keep]
-        drawn = draw_detections(image, detections, task.categories.names, cfg.score_thresh)
+        detections = detections.select(detections.scores >= cfg.score_thresh).to("cpu")
+        drawn = draw_detections(image, detections, task.categories.names, cfg.score_thresh, skeleton=task.skeleton)
         Image.fromarray(drawn).save(drawn_dir / f"{path.stem}.jpg")
-        entries.append(
-            {
-                "file": str(path),
-                "width": width,
-                "height": height,
-                "boxes": [[round(v, 2) for v in box] for box in boxes.cpu().tolist()],
-                "scores": [round(v, 4) for v in scores.cpu().tolist()],
-                "category_ids": [task.categories.ids[i] for i in labels.cpu().tolist()],
-                "category_names": [task.categories.names[i] for i in labels.cpu().tolist()],
-            }
-        )
+        labels = detections.labels.tolist()
+        entry = {
+            "file": str(path),
+            "width": width,
+            "height": height,
+            "boxes": [[round(v, 2) for v in box] for box in detections.boxes.tolist()],
+            "scores": [round(v, 4) for v in detections.scores.tolist()],
+            "category_ids": [task.categories.ids[i] for i in labels],
+            "category_names": [task.categories.names[i] for i in labels],
+        }
+        if detections.masks is not None:
+            entry["masks"] = encode_masks(detections.masks.numpy())
+        if detections.keypoints is not None:
+            entry["keypoints"] = [[round(v, 2) for v in kp] for kp in detections.keypoints.reshape(len(labels), -1).tolist()]
+        entries.append(entry)
     (output_dir / "predictions.json").write_text(json.dumps(entries, indent=1))
     print(f"{len(entries)} images -> {drawn_dir}; predictions: {output_dir / 'predictions.json'}")
     if skipped:

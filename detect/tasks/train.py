@@ -17,8 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from detect.data.coco import read_image
+from detect.eval.coco import results_to_detections
 from detect.eval.tables import format_metrics
-from detect.structures import Detections
 from detect.tasks.callbacks import EpochTimer
 from detect.tasks.module import DetectionTask
 from detect.tasks.visualize import draw_detections
@@ -71,18 +71,11 @@ def _draw_samples(task: DetectionTask, datamodule: Any, output_dir: Path, count:
     by_image: dict[int, list[dict]] = {}
     for result in task.val_results:
         by_image.setdefault(result["image_id"], []).append(result)
-    index_of = {id_: i for i, id_ in enumerate(task.categories.ids)}
     for image_id in dataset.image_ids[:count]:
         info = dataset.coco.imgs[image_id]
         image = read_image(dataset.image_dir / info["file_name"])
-        results = by_image.get(image_id, [])
-        boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (r["bbox"] for r in results)]).reshape(-1, 4)
-        detections = Detections(
-            boxes,
-            torch.tensor([r["score"] for r in results]),
-            torch.tensor([index_of[r["category_id"]] for r in results], dtype=torch.long),
-        )
-        drawn = draw_detections(image, detections, task.categories.names)
+        detections = results_to_detections(by_image.get(image_id, []), task.categories.ids, image.shape[:2])
+        drawn = draw_detections(image, detections, task.categories.names, skeleton=task.skeleton)
         Image.fromarray(np.ascontiguousarray(drawn)).save(folder / Path(info["file_name"]).with_suffix(".jpg").name)
     return folder
 
@@ -101,6 +94,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     config = OmegaConf.to_container(cfg, resolve=True)
     task = DetectionTask(config=config, categories=categories)
     task.model.check_input_size(cfg.data.image_size, cfg.data.image_size)
+    fields = task.model.head.target_fields
+    datamodule.request_targets(masks="masks" in fields, keypoints="keypoints" in fields)
     trainer = build_trainer(cfg)
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     ckpt_path = output_dir / "checkpoints" / "last.ckpt"
@@ -119,7 +114,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         }
         write_outputs(output_dir, metrics, task.val_results, extra)
         drawings = _draw_samples(task, datamodule, output_dir, cfg.get("num_visualizations", 8))
-        print("\n" + format_metrics(metrics))
+        for iou_type in task.iou_types:
+            print("\n" + format_metrics(metrics, iou_type))
         print(
             f"\ntrained in {train_seconds / 60:.1f} min\n"
             f"checkpoint:  {ckpt_path}\n"

@@ -1,10 +1,12 @@
-"""Drawing detections on images."""
+"""Drawing detections (boxes, translucent masks, skeletons) on images."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
-from torchvision.utils import draw_bounding_boxes
+from torchvision.utils import draw_bounding_boxes, draw_keypoints, draw_segmentation_masks
 
 from detect.structures import Detections
 
@@ -17,21 +19,48 @@ _PALETTE = [
 
 
 def draw_detections(
-    image: np.ndarray, detections: Detections, names: tuple[str, ...], score_thresh: float = 0.3
+    image: np.ndarray,
+    detections: Detections,
+    names: Sequence[str],
+    score_thresh: float = 0.3,
+    skeleton: Sequence[tuple[int, int]] = (),
+    keypoint_thresh: float = 0.5,
 ) -> np.ndarray:
-    """Draw boxes with ``name score`` labels on an ``(H, W, 3)`` uint8 RGB image; returns a new image."""
-    keep = detections.scores >= score_thresh
-    boxes = detections.boxes[keep].cpu()
-    labels = detections.labels[keep].cpu().tolist()
-    scores = detections.scores[keep].cpu().tolist()
-    tensor = torch.from_numpy(np.array(image)).permute(2, 0, 1)
-    if len(boxes) == 0:
-        return image.copy()
-    drawn = draw_bounding_boxes(
-        tensor,
-        boxes,
-        labels=[f"{names[label]} {score:.2f}" for label, score in zip(labels, scores)],
-        colors=[_PALETTE[label % len(_PALETTE)] for label in labels],
+    """Draw boxes with ``name score`` labels, masks and keypoints on an ``(H, W, 3)`` uint8 RGB image.
+
+    Args:
+        skeleton: 1-based keypoint index pairs to join, as in COCO categories.
+        keypoint_thresh: keypoints whose confidence is below this are not drawn.
+
+    Returns:
+        A new image.
+    """
+    detections = detections.select(detections.scores >= score_thresh).to("cpu")
+    canvas = torch.from_numpy(np.array(image)).permute(2, 0, 1)
+    if len(detections) == 0:
+        return np.array(image)
+    labels = detections.labels.tolist()
+    colors = [_PALETTE[label % len(_PALETTE)] for label in labels]
+    if detections.masks is not None:
+        canvas = draw_segmentation_masks(canvas, detections.masks.bool(), alpha=0.45, colors=colors)
+    canvas = draw_bounding_boxes(
+        canvas,
+        detections.boxes.float(),
+        labels=[f"{names[label]} {score:.2f}" for label, score in zip(labels, detections.scores.tolist())],
+        colors=colors,
         width=max(1, round(max(image.shape[:2]) / 320)),
     )
-    return drawn.permute(1, 2, 0).numpy()
+    if detections.keypoints is not None:
+        keypoints = detections.keypoints.float()
+        visible = keypoints[..., 2] >= keypoint_thresh
+        radius = max(2, round(max(image.shape[:2]) / 200))
+        canvas = draw_keypoints(
+            canvas,
+            keypoints[..., :2],
+            visibility=visible,
+            connectivity=[(a - 1, b - 1) for a, b in skeleton],
+            colors="#ff3030",
+            radius=radius,
+            width=max(1, radius // 2),
+        )
+    return canvas.permute(1, 2, 0).numpy()

@@ -15,6 +15,10 @@ _PREFIXES = ("module.", "model.", "backbone.", "encoder.", "body.", "trunk.", "s
 _CONTAINER_KEYS = ("state_dict", "model", "module", "ema", "weights")
 
 
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights could not be fetched (no network, no cache)."""
+
+
 @dataclass
 class LoadReport:
     """What happened when a state dict was loaded into a module."""

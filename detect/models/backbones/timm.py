@@ -7,7 +7,7 @@ import logging
 import timm
 from torch import Tensor
 
-from detect.models.backbones._weights import load_matching, read_state_dict
+from detect.models.backbones._weights import WeightsUnavailableError, load_matching, read_state_dict
 from detect.models.backbones.base import Backbone
 from detect.models.necks.simple_pyramid import SimpleFeaturePyramid
 from detect.structures import FeatureSpec
@@ -47,7 +47,7 @@ class TimmBackbone(Backbone):
             self.body = timm.create_model(name, pretrained=pretrained, features_only=True, **(model_kwargs or {}))
         except RuntimeError as error:
             if pretrained:
-                raise RuntimeError(
+                raise WeightsUnavailableError(
                     f"could not load timm's pretrained weights for {name} ({error}); with no network, pass "
                     "backbone.weights=/path/to/file.safetensors"
                 ) from error

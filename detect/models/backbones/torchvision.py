@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops import FrozenBatchNorm2d
 
-from detect.models.backbones._weights import load_matching, read_state_dict
+from detect.models.backbones._weights import WeightsUnavailableError, load_matching, read_state_dict
 from detect.models.backbones.base import Backbone
 from detect.structures import FeatureSpec
 
@@ -87,7 +87,7 @@ def _default_weights(name: str) -> torchvision.models.WeightsEnum:
     try:
         weights.get_state_dict(progress=False, check_hash=True)
     except Exception as error:  # urllib raises several unrelated types when offline
-        raise RuntimeError(
+        raise WeightsUnavailableError(
             f"could not fetch torchvision weights {weights} ({error}); with no network, download "
             f"{weights.url} elsewhere and pass backbone.weights=/path/to/file.pth"
         ) from error

@@ -11,7 +11,14 @@ __all__ = ["Head", "make_anchors"]
 
 
 class Head(nn.Module):
-    """Base class for task heads, built from the neck's ``out_specs`` and ``num_classes``."""
+    """Base class for task heads, built from the neck's ``out_specs`` and ``num_classes``.
+
+    Attributes:
+        target_fields: what the head needs in :class:`Targets` besides boxes and labels
+            (``"masks"``, ``"keypoints"``), so the task can ask the data for it.
+    """
+
+    target_fields: tuple[str, ...] = ()
 
     def forward(self, features: dict[str, Tensor]) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -131,17 +131,17 @@ class DetectHead(Head):
             nn.init.constant_(branch[-1].bias, 1.0)
 
     def forward(self, features: dict[str, Tensor]) -> DetectOutputs:
-        cls_levels, box_levels, sizes = [], [], []
-        for key, cls_branch, box_branch in zip(self.in_features, self.cls_branches, self.box_branches):
-            feature = features[key]
-            sizes.append(tuple(feature.shape[-2:]))
-            cls_levels.append(cls_branch(feature).flatten(2))
-            box_levels.append(box_branch(feature).flatten(2))
-        batch_size = cls_levels[0].shape[0]
-        cls_logits = torch.cat(cls_levels, dim=2).transpose(1, 2)
-        box_logits = torch.cat(box_levels, dim=2).transpose(1, 2).reshape(batch_size, -1, 4, self.reg_max)
+        sizes = [tuple(features[key].shape[-2:]) for key in self.in_features]
+        cls_logits = self.run_branches(self.cls_branches, features)
+        box_logits = self.run_branches(self.box_branches, features)
+        box_logits = box_logits.reshape(*box_logits.shape[:2], 4, self.reg_max)
         anchors, strides = make_anchors(sizes, self.specs, cls_logits.device, torch.float32)
         return DetectOutputs(cls_logits, box_logits, anchors, strides)
+
+    def run_branches(self, branches: nn.ModuleList, features: dict[str, Tensor]) -> Tensor:
+        """Apply one branch per level and flatten to ``(B, A, C)`` over all anchors."""
+        levels = [branch(features[key]).flatten(2) for key, branch in zip(self.in_features, branches)]
+        return torch.cat(levels, dim=2).transpose(1, 2)
 
     def decode_boxes(self, outputs: DetectOutputs) -> Tensor:
         """``(B, A, 4)`` xyxy pixel boxes from the expected bin of each side's distribution."""
@@ -160,6 +160,10 @@ class DetectHead(Head):
 
     def loss(self, outputs: DetectOutputs, targets: list[Targets]) -> dict[str, Tensor]:
         assignment, pred_boxes = self.assign(outputs, targets)
+        return self.box_losses(outputs, assignment, pred_boxes)
+
+    def box_losses(self, outputs: DetectOutputs, assignment: Assignment, pred_boxes: Tensor) -> dict[str, Tensor]:
+        """Classification (BCE on soft targets), CIoU and DFL terms for an assignment."""
         score_sum = assignment.scores.sum().clamp(min=1.0)
         loss_cls = (
             F.binary_cross_entropy_with_logits(outputs.cls_logits.float(), assignment.scores, reduction="sum")
@@ -184,8 +188,10 @@ class DetectHead(Head):
             "loss_dfl": loss_dfl * self.dfl_weight,
         }
 
-    @torch.no_grad()
-    def postprocess(self, outputs: DetectOutputs, image_sizes: list[tuple[int, int]]) -> list[Detections]:
+    def _select(
+        self, outputs: DetectOutputs, image_sizes: list[tuple[int, int]]
+    ) -> list[tuple[Detections, Tensor]]:
+        """Per image: the detections that survive thresholding and NMS, and their anchor indices."""
         boxes = self.decode_boxes(outputs)
         scores = outputs.cls_logits.float().sigmoid()
         results = []
@@ -200,5 +206,9 @@ class DetectHead(Head):
             kept_boxes[:, 1::2] = kept_boxes[:, 1::2].clamp(0, height)
             kept_scores = flat[candidates]
             keep = batched_nms(kept_boxes, kept_scores, labels, self.nms_iou)[: self.max_det]
-            results.append(Detections(kept_boxes[keep], kept_scores[keep], labels[keep]))
+            results.append((Detections(kept_boxes[keep], kept_scores[keep], labels[keep]), anchor_index[keep]))
         return results
+
+    @torch.no_grad()
+    def postprocess(self, outputs: DetectOutputs, image_sizes: list[tuple[int, int]]) -> list[Detections]:
+        return [detections for detections, _ in self._select(outputs, image_sizes)]

@@ -1,0 +1,137 @@
+"""Keypoints: per-anchor keypoint regression with visibility and an OKS-based loss (YOLO-Pose style)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from detect.models.heads.assigner import Assignment
+from detect.models.heads.detection import DetectHead, DetectOutputs, pad_targets
+from detect.models.layers import conv_bn_act
+from detect.structures import Detections, FeatureSpec, KeypointInfo, Targets
+
+__all__ = ["PoseHead", "PoseOutputs"]
+
+
+@dataclass
+class PoseOutputs(DetectOutputs):
+    """Detect outputs plus ``keypoint_logits`` ``(B, A, K, 3)``: x, y offsets and a visibility logit."""
+
+    keypoint_logits: Tensor | None = None
+
+
+class PoseHead(DetectHead):
+    """The detect head plus a keypoint branch per level.
+
+    A keypoint is predicted relative to its anchor, ``anchor + (2 * raw - 0.5) * stride`` as in
+    YOLO-Pose, so a stride-8 anchor reaches a few cells around itself. The loss is ``1 - OKS`` per
+    labelled keypoint (COCO's object keypoint similarity with the dataset's sigmas), plus a
+    visibility BCE, on the anchors the box assignment made positive for objects with keypoints.
+
+    Args:
+        in_specs: the neck's ``out_specs``.
+        num_classes: number of object classes.
+        keypoints: names, skeleton and OKS sigmas, read from the dataset's categories.
+        keypoint_weight: weight of the OKS term.
+        visibility_weight: weight of the visibility term.
+        **kwargs: :class:`DetectHead` arguments.
+    """
+
+    target_fields = ("keypoints",)
+
+    def __init__(
+        self,
+        in_specs: dict[str, FeatureSpec],
+        num_classes: int,
+        keypoints: KeypointInfo | None = None,
+        keypoint_weight: float = 12.0,
+        visibility_weight: float = 1.0,
+        **kwargs,
+    ) -> None:
+        super().__init__(in_specs, num_classes, **kwargs)
+        if keypoints is None or len(keypoints) == 0:
+            raise ValueError("head=pose needs a dataset whose categories declare keypoints (COCO 'keypoints' list)")
+        self.keypoint_info = keypoints
+        self.num_keypoints = len(keypoints)
+        hidden = max(min(spec.channels for spec in self.specs) // 4, 3 * self.num_keypoints)
+        self.keypoint_branches = nn.ModuleList(
+            nn.Sequential(
+                conv_bn_act(spec.channels, hidden, 3),
+                conv_bn_act(hidden, hidden, 3),
+                nn.Conv2d(hidden, 3 * self.num_keypoints, 1),
+            )
+            for spec in self.specs
+        )
+        self.register_buffer("sigmas", torch.tensor(keypoints.sigmas, dtype=torch.float32), persistent=False)
+        self.keypoint_weight = keypoint_weight
+        self.visibility_weight = visibility_weight
+
+    def forward(self, features: dict[str, Tensor]) -> PoseOutputs:
+        base = super().forward(features)
+        raw = self.run_branches(self.keypoint_branches, features)
+        return PoseOutputs(
+            base.cls_logits,
+            base.box_logits,
+            base.anchors,
+            base.strides,
+            keypoint_logits=raw.reshape(*raw.shape[:2], self.num_keypoints, 3),
+        )
+
+    def decode_keypoints(self, outputs: PoseOutputs) -> Tensor:
+        """``(B, A, K, 2)`` keypoint positions in input pixels."""
+        raw = outputs.keypoint_logits[..., :2].float()
+        return outputs.anchors[None, :, None] + (raw * 2.0 - 0.5) * outputs.strides[None, :, None]
+
+    def loss(self, outputs: PoseOutputs, targets: list[Targets]) -> dict[str, Tensor]:
+        assignment, pred_boxes = self.assign(outputs, targets)
+        losses = self.box_losses(outputs, assignment, pred_boxes)
+        losses.update(self.keypoint_losses(outputs, targets, assignment))
+        return losses
+
+    def keypoint_losses(self, outputs: PoseOutputs, targets: list[Targets], assignment: Assignment) -> dict[str, Tensor]:
+        zero = outputs.keypoint_logits.sum() * 0.0
+        if any(t.keypoints is None for t in targets):
+            raise ValueError("PoseHead needs Targets.keypoints; load the data with keypoints (data.request_targets)")
+        if not assignment.foreground.any() or max(len(t) for t in targets) == 0:
+            return {"loss_keypoint": zero, "loss_visibility": zero}
+        gt_keypoints = nn.utils.rnn.pad_sequence([t.keypoints.float() for t in targets], batch_first=True)
+        gt_boxes, _, _ = pad_targets(targets, gt_keypoints.device)
+        batch_index, anchor_index = assignment.foreground.nonzero(as_tuple=True)
+        gt_index = assignment.gt_index[batch_index, anchor_index]
+        target = gt_keypoints[batch_index, gt_index]  # (P, K, 3)
+        labelled = target[..., 2] > 0
+        has_keypoints = labelled.any(dim=1)
+        if not has_keypoints.any():
+            return {"loss_keypoint": zero, "loss_visibility": zero}
+        target, labelled = target[has_keypoints], labelled[has_keypoints]
+        batch_index, anchor_index = batch_index[has_keypoints], anchor_index[has_keypoints]
+        boxes = gt_boxes[batch_index, gt_index[has_keypoints]]
+        area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=1.0)
+        predicted = self.decode_keypoints(outputs)[batch_index, anchor_index]
+        distance2 = (predicted - target[..., :2]).pow(2).sum(dim=-1)
+        # COCO's OKS: exp(-d^2 / (2 * s^2 * k^2)) with s^2 the object area and k = 2 * sigma.
+        similarity = torch.exp(-distance2 / (2 * area[:, None] * (2 * self.sigmas) ** 2 + 1e-9))
+        # Normalise by how many keypoints are labelled, so sparsely labelled objects still count.
+        factor = self.num_keypoints / labelled.sum(dim=1).clamp(min=1)
+        loss_keypoint = (factor * ((1 - similarity) * labelled).mean(dim=1)).mean()
+        visibility_logits = outputs.keypoint_logits[batch_index, anchor_index, :, 2].float()
+        loss_visibility = F.binary_cross_entropy_with_logits(visibility_logits, labelled.float())
+        return {
+            "loss_keypoint": loss_keypoint * self.keypoint_weight,
+            "loss_visibility": loss_visibility * self.visibility_weight,
+        }
+
+    @torch.no_grad()
+    def postprocess(self, outputs: PoseOutputs, image_sizes: list[tuple[int, int]]) -> list[Detections]:
+        keypoints = self.decode_keypoints(outputs)
+        visibility = outputs.keypoint_logits[..., 2].float().sigmoid()
+        results = []
+        for image, (detections, anchor_index) in enumerate(self._select(outputs, image_sizes)):
+            detections.keypoints = torch.cat(
+                [keypoints[image, anchor_index], visibility[image, anchor_index, :, None]], dim=-1
+            )
+            results.append(detections)
+        return results

@@ -1,0 +1,149 @@
+"""Instance segmentation: prototype masks and per-instance coefficients (YOLACT), on the detect head."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from detect.models.heads.detection import DetectHead, DetectOutputs, pad_targets
+from detect.models.layers import conv_bn_act
+from detect.structures import Detections, FeatureSpec, Targets
+
+__all__ = ["SegmentHead", "SegmentOutputs", "crop_to_boxes"]
+
+
+@dataclass
+class SegmentOutputs(DetectOutputs):
+    """Detect outputs plus ``mask_coefs`` ``(B, A, P)`` and ``protos`` ``(B, P, H/4, W/4)``."""
+
+    mask_coefs: Tensor | None = None
+    protos: Tensor | None = None
+
+
+def crop_to_boxes(masks: Tensor, boxes: Tensor) -> Tensor:
+    """Zero ``(N, H, W)`` masks outside their ``(N, 4)`` xyxy boxes (in the masks' pixel units)."""
+    height, width = masks.shape[-2:]
+    xs = torch.arange(width, device=masks.device, dtype=boxes.dtype)[None, None, :] + 0.5
+    ys = torch.arange(height, device=masks.device, dtype=boxes.dtype)[None, :, None] + 0.5
+    x0, y0, x1, y1 = boxes[:, :, None, None].unbind(1)
+    inside = (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
+    return masks * inside
+
+
+class SegmentHead(DetectHead):
+    """The detect head plus a prototype branch on the finest level and a coefficient branch per level.
+
+    A mask is ``sigmoid(coefficients @ prototypes)`` cropped to its box. The mask loss is computed at
+    prototype resolution (stride 4) on the anchors the box assignment made positive.
+
+    Args:
+        in_specs: the neck's ``out_specs``.
+        num_classes: number of object classes.
+        num_protos: prototype masks (and coefficients per anchor).
+        proto_channels: width of the prototype branch (default: the finest level's channels).
+        mask_weight: weight of the mask loss.
+        mask_thresh: probability above which a pixel belongs to the mask.
+        **kwargs: :class:`DetectHead` arguments.
+    """
+
+    target_fields = ("masks",)
+
+    def __init__(
+        self,
+        in_specs: dict[str, FeatureSpec],
+        num_classes: int,
+        num_protos: int = 32,
+        proto_channels: int | None = None,
+        mask_weight: float = 6.0,
+        mask_thresh: float = 0.5,
+        **kwargs,
+    ) -> None:
+        super().__init__(in_specs, num_classes, **kwargs)
+        if num_protos < 1:
+            raise ValueError(f"num_protos must be >= 1, got {num_protos}")
+        finest = self.specs[0]
+        proto_channels = proto_channels or max(finest.channels, 32)
+        self.proto_stride = finest.stride // 2
+        self.protos = nn.Sequential(
+            conv_bn_act(finest.channels, proto_channels, 3),
+            nn.ConvTranspose2d(proto_channels, proto_channels, 2, stride=2),
+            conv_bn_act(proto_channels, proto_channels, 3),
+            conv_bn_act(proto_channels, num_protos, 1),
+        )
+        coef_hidden = max(min(spec.channels for spec in self.specs) // 4, num_protos)
+        self.coef_branches = nn.ModuleList(
+            nn.Sequential(
+                conv_bn_act(spec.channels, coef_hidden, 3),
+                conv_bn_act(coef_hidden, coef_hidden, 3),
+                nn.Conv2d(coef_hidden, num_protos, 1),
+            )
+            for spec in self.specs
+        )
+        self.mask_weight = mask_weight
+        self.mask_thresh = mask_thresh
+
+    def forward(self, features: dict[str, Tensor]) -> SegmentOutputs:
+        base = super().forward(features)
+        return SegmentOutputs(
+            base.cls_logits,
+            base.box_logits,
+            base.anchors,
+            base.strides,
+            mask_coefs=self.run_branches(self.coef_branches, features),
+            protos=self.protos(features[self.in_features[0]]),
+        )
+
+    def loss(self, outputs: SegmentOutputs, targets: list[Targets]) -> dict[str, Tensor]:
+        assignment, pred_boxes = self.assign(outputs, targets)
+        losses = self.box_losses(outputs, assignment, pred_boxes)
+        losses["loss_mask"] = self.mask_loss(outputs, targets, assignment) * self.mask_weight
+        return losses
+
+    def mask_loss(self, outputs: SegmentOutputs, targets: list[Targets], assignment) -> Tensor:
+        """Mean over positive anchors of the BCE inside the object's box, at prototype resolution."""
+        protos = outputs.protos.float()
+        proto_h, proto_w = protos.shape[-2:]
+        foreground = assignment.foreground
+        if not foreground.any():
+            return (outputs.mask_coefs.sum() + protos.sum()) * 0.0
+        if any(t.masks is None for t in targets):
+            raise ValueError("SegmentHead needs Targets.masks; load the data with masks (data.request_targets)")
+        gt_masks = nn.utils.rnn.pad_sequence([t.masks for t in targets], batch_first=True)
+        # Area-average the input-resolution masks down to the prototypes: soft targets at the edges.
+        gt_masks = F.adaptive_avg_pool2d(gt_masks.float(), (proto_h, proto_w))
+        gt_boxes, _, _ = pad_targets(targets, protos.device)
+        batch_index, anchor_index = foreground.nonzero(as_tuple=True)
+        gt_index = assignment.gt_index[batch_index, anchor_index]
+        coefs = outputs.mask_coefs[batch_index, anchor_index].float()
+        # One matmul per image (not per object), so the prototypes are never copied per positive.
+        logits = torch.empty((len(batch_index), proto_h * proto_w), device=protos.device)
+        for image in range(protos.shape[0]):
+            selected = batch_index == image
+            if selected.any():
+                logits[selected] = (coefs[selected] @ protos[image].flatten(1)).float()
+        logits = logits.view(-1, proto_h, proto_w)
+        target = gt_masks[batch_index, gt_index]
+        boxes = gt_boxes[batch_index, gt_index] / self.proto_stride
+        per_pixel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        inside = crop_to_boxes(torch.ones_like(per_pixel), boxes)
+        per_instance = (per_pixel * inside).sum(dim=(1, 2)) / inside.sum(dim=(1, 2)).clamp(min=1.0)
+        return per_instance.mean()
+
+    @torch.no_grad()
+    def postprocess(self, outputs: SegmentOutputs, image_sizes: list[tuple[int, int]]) -> list[Detections]:
+        results = []
+        for image, (detections, anchor_index) in enumerate(self._select(outputs, image_sizes)):
+            height, width = image_sizes[image]
+            protos = outputs.protos[image].float()
+            logits = (outputs.mask_coefs[image, anchor_index].float() @ protos.flatten(1)).view(-1, *protos.shape[-2:])
+            if len(detections):
+                logits = F.interpolate(logits[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+                masks = crop_to_boxes((logits.sigmoid() > self.mask_thresh).float(), detections.boxes) > 0
+            else:
+                masks = torch.zeros((0, height, width), dtype=torch.bool, device=protos.device)
+            detections.masks = masks
+            results.append(detections)
+        return results
