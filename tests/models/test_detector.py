@@ -4,33 +4,73 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from detect.structures import Targets
+from detect.structures import KeypointInfo, Targets
 from tests.conftest import compose_config, options
+
+KEYPOINTS = KeypointInfo(("head", "left_hand", "right_hand"), ((1, 2), (1, 3)), (0.07, 0.07, 0.07), (1,))
+LOSS_KEYS = {
+    "detect": {"loss_cls", "loss_box", "loss_dfl"},
+    "segment": {"loss_cls", "loss_box", "loss_dfl", "loss_mask"},
+    "pose": {"loss_cls", "loss_box", "loss_dfl", "loss_keypoint", "loss_visibility"},
+}
 
 
 def build(backbone: str, neck: str, head: str = "detect", num_classes: int = 4):
     cfg = compose_config([f"backbone={backbone}", f"neck={neck}", f"head={head}"])
-    return instantiate(cfg.model)(num_classes=num_classes)
+    return instantiate(cfg.model)(num_classes=num_classes, keypoints=KEYPOINTS)
 
 
+def make_targets(boxes: list[list[float]], labels: list[int], size: int = 128) -> Targets:
+    box_tensor = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    masks = torch.zeros((len(boxes), size, size), dtype=torch.uint8)
+    keypoints = torch.zeros((len(boxes), 3, 3))
+    for i, (x0, y0, x1, y1) in enumerate(box_tensor.int().tolist()):
+        masks[i, y0 + 2 : y1 - 2, x0 + 2 : x1 - 2] = 1
+        keypoints[i] = torch.tensor([[(x0 + x1) / 2, y0 + 3, 2], [x1 - 3, (y0 + y1) / 2, 2], [x0 + 3, (y0 + y1) / 2, 1]])
+    return Targets(box_tensor, torch.tensor(labels, dtype=torch.long), masks=masks, keypoints=keypoints)
+
+
+@pytest.mark.parametrize("head", options("head"))
 @pytest.mark.parametrize("neck", options("neck"))
 @pytest.mark.parametrize("backbone", options("backbone"))
-def test_compose_forward_loss_backward(backbone: str, neck: str) -> None:
-    model = build(backbone, neck)
+def test_compose_forward_loss_backward(backbone: str, neck: str, head: str) -> None:
+    model = build(backbone, neck, head)
     images = torch.rand(2, 3, 128, 128)
     # One image with objects, one with none: a half-empty batch.
-    targets = [Targets(torch.tensor([[10.0, 12.0, 60.0, 90.0], [70.0, 5.0, 120.0, 40.0]]), torch.tensor([0, 3])), Targets.empty()]
+    targets = [make_targets([[10.0, 12.0, 60.0, 90.0], [70.0, 5.0, 120.0, 40.0]], [0, 3]), make_targets([], [])]
     losses = model.loss(model(images), targets)
-    assert set(losses) == {"loss_cls", "loss_box", "loss_dfl"}
-    total = sum(losses.values())
-    assert torch.isfinite(total)
-    total.backward()
+    assert set(losses) == LOSS_KEYS[head]
+    assert all(torch.isfinite(v) for v in losses.values())
+    if head != "detect":
+        extra = "loss_mask" if head == "segment" else "loss_keypoint"
+        assert losses[extra] > 0
+    sum(losses.values()).backward()
     grads = [p.grad for p in model.backbone.parameters() if p.requires_grad]
     assert any(g is not None and g.abs().sum() > 0 for g in grads), "no gradient reached the backbone"
     model.eval()
     with torch.no_grad():
         detections = model.postprocess(model(images), [(128, 128)] * 2)
-    assert len(detections) == 2 and all(d.boxes.shape[-1] == 4 for d in detections)
+    assert len(detections) == 2
+    for det in detections:
+        assert det.boxes.shape == (len(det), 4)
+        if head == "segment":
+            assert det.masks.shape == (len(det), 128, 128) and det.masks.dtype == torch.bool
+        if head == "pose":
+            assert det.keypoints.shape == (len(det), 3, 3)
+
+
+@pytest.mark.parametrize("head", options("head"))
+def test_empty_images_do_not_crash(head: str) -> None:
+    model = build("cspdarknet_n", "pan", head)
+    losses = model.loss(model(torch.rand(2, 3, 64, 64)), [make_targets([], [], 64), make_targets([], [], 64)])
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+
+
+def test_pose_head_needs_keypoint_metadata() -> None:
+    cfg = compose_config(["head=pose"])
+    with pytest.raises(ValueError, match="declare keypoints"):
+        instantiate(cfg.model)(num_classes=2)
 
 
 def test_batch_of_one_and_uint8_input() -> None:

@@ -67,11 +67,13 @@ class SegmentHead(DetectHead):
         finest = self.specs[0]
         proto_channels = proto_channels or max(finest.channels, 32)
         self.proto_stride = finest.stride // 2
+        # Convolutions run at the finest level's resolution and only the last 1x1 result is upsampled:
+        # a 3x3 conv at stride 4 would cost about a third of the whole detector on CPU.
         self.protos = nn.Sequential(
             conv_bn_act(finest.channels, proto_channels, 3),
-            nn.ConvTranspose2d(proto_channels, proto_channels, 2, stride=2),
             conv_bn_act(proto_channels, proto_channels, 3),
-            conv_bn_act(proto_channels, num_protos, 1),
+            nn.Conv2d(proto_channels, num_protos, 1),
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
         )
         coef_hidden = max(min(spec.channels for spec in self.specs) // 4, num_protos)
         self.coef_branches = nn.ModuleList(
