@@ -11,7 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["COCO_PERSON_KEYPOINTS", "Batch", "Detections", "FeatureSpec", "ImageMeta", "KeypointInfo", "Targets"]
+__all__ = [
+    "COCO_PERSON_KEYPOINTS",
+    "Batch",
+    "Detections",
+    "FeatureSpec",
+    "ImageMeta",
+    "KeypointInfo",
+    "Targets",
+]
 
 COCO_PERSON_KEYPOINTS = (
     "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
@@ -51,14 +59,25 @@ class KeypointInfo:
 
     @classmethod
     def from_categories(cls, categories: list[dict], default_sigma: float = 0.07) -> KeypointInfo | None:
-        """The keypoint description of ``categories``, or None if none carries keypoints."""
+        """The keypoint description of ``categories``, or None if none carries keypoints.
+
+        Sigmas: a ``keypoint_sigmas`` list in the category if present, COCO's published values
+        for the 17 COCO person keypoints, else ``default_sigma`` for every keypoint.
+        """
         with_keypoints = [c for c in categories if c.get("keypoints")]
         if not with_keypoints:
             return None
         names = tuple(with_keypoints[0]["keypoints"])
         if any(tuple(c["keypoints"]) != names for c in with_keypoints):
             raise ValueError("categories with keypoints must share one keypoint list")
-        sigmas = COCO_PERSON_SIGMAS if names == COCO_PERSON_KEYPOINTS else (default_sigma,) * len(names)
+        if with_keypoints[0].get("keypoint_sigmas"):  # saved by CategoryMap.to_list
+            sigmas = tuple(float(v) for v in with_keypoints[0]["keypoint_sigmas"])
+            if len(sigmas) != len(names):
+                raise ValueError(f"{len(sigmas)} keypoint_sigmas for {len(names)} keypoints")
+        elif names == COCO_PERSON_KEYPOINTS:
+            sigmas = COCO_PERSON_SIGMAS
+        else:
+            sigmas = (default_sigma,) * len(names)
         return cls(
             names=names,
             skeleton=tuple(tuple(pair) for pair in with_keypoints[0].get("skeleton", [])),
@@ -95,12 +114,15 @@ class Targets:
         masks: ``(N, H, W)`` uint8 instance masks in the input frame, when loaded.
         keypoints: ``(N, K, 3)`` x, y, visibility (COCO's 0/1/2), when loaded; all zero for
             instances without keypoints.
+        areas: ``(N,)`` object areas in input pixels (COCO's ``area``, the segment's, scaled with
+            the image), the scale of COCO's keypoint similarity.
     """
 
     boxes: Tensor
     labels: Tensor
     masks: Tensor | None = None
     keypoints: Tensor | None = None
+    areas: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.boxes.ndim != 2 or self.boxes.shape[-1] != 4:
@@ -124,6 +146,7 @@ class Targets:
             labels=self.labels.to(device),
             masks=None if self.masks is None else self.masks.to(device),
             keypoints=None if self.keypoints is None else self.keypoints.to(device),
+            areas=None if self.areas is None else self.areas.to(device),
         )
 
 

@@ -1,19 +1,50 @@
-"""Real COCO photos: ids with gaps, scaling and coordinates survive a train -> evaluate round trip."""
+"""Real COCO photos: ids with gaps, scaling and coordinates survive a train -> evaluate round trip.
+
+Each test overfits a handful of photos (``experiment=overfit``) and scores the same photos with
+pycocotools; they skip when ``../shared/realdata`` is absent.
+"""
 
 import pytest
 
 from detect.tasks import train
 
+CASES = {
+    # name: (folder, annotation file, image folder, head, metric)
+    "boxes-coco8-seg": ("coco8-seg", "annotations/instances_train.json", "images/train", "detect", "bbox/AP"),
+    "masks-coco8-seg": (
+        "coco8-seg",
+        "annotations/instances_train.json",
+        "images/train",
+        "segment",
+        "segm/AP",
+    ),
+    "keypoints-coco8-pose": (
+        "coco8-pose",
+        "annotations/person_keypoints_train.json",
+        "images/train",
+        "pose",
+        "keypoints/AP",
+    ),
+    "keypoints-val2017": (
+        "coco_val2017_kpts4",
+        "annotations/test_coco.json",
+        "images",
+        "pose",
+        "keypoints/AP",
+    ),
+}
+
 
 @pytest.mark.slow
-def test_overfit_coco8_seg_photos(shared_realdata, train_cfg) -> None:
-    """Overfit 4 real photos (7 categories, official ids up to 90) and score them with pycocotools."""
-    folder = shared_realdata / "coco8-seg"
-    ann = folder / "annotations" / "instances_train.json"
-    images = folder / "images" / "train"
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_overfit_real_photos(case: str, shared_realdata, train_cfg) -> None:
+    folder, ann_file, image_dir, head, metric = CASES[case]
+    ann = shared_realdata / folder / ann_file
+    images = shared_realdata / folder / image_dir
     cfg = train_cfg(
         [
             "experiment=overfit",
+            f"head={head}",
             f"data.train_ann={ann}",
             f"data.train_images={images}",
             f"data.val_ann={ann}",
@@ -22,4 +53,6 @@ def test_overfit_coco8_seg_photos(shared_realdata, train_cfg) -> None:
         ]
     )
     metrics = train(cfg)
-    assert metrics["bbox/AP"] >= 0.5, metrics
+    assert metrics[metric] >= 0.5, {k: v for k, v in metrics.items() if k.count("/") == 1}
+    if metric != "bbox/AP":
+        assert metrics["bbox/AP"] >= 0.5

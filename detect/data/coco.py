@@ -37,12 +37,12 @@ class CategoryMap:
     skeletons: tuple[tuple[tuple[int, int], ...], ...] = field(default=(), compare=False)
 
     @classmethod
-    def from_coco(cls, categories: list[dict]) -> CategoryMap:
+    def from_coco(cls, categories: list[dict], keypoint_sigma: float = 0.07) -> CategoryMap:
         """From a json's categories, sorted by id."""
-        return cls.from_list(sorted(categories, key=lambda category: category["id"]))
+        return cls.from_list(sorted(categories, key=lambda category: category["id"]), keypoint_sigma)
 
     @classmethod
-    def from_list(cls, categories: list[dict]) -> CategoryMap:
+    def from_list(cls, categories: list[dict], keypoint_sigma: float = 0.07) -> CategoryMap:
         """From categories already in contiguous-label order (as :meth:`to_list` writes them)."""
         seen = set()
         for category in categories:
@@ -54,7 +54,7 @@ class CategoryMap:
         return cls(
             tuple(c["id"] for c in categories),
             tuple(str(c["name"]) for c in categories),
-            KeypointInfo.from_categories(categories),
+            KeypointInfo.from_categories(categories, keypoint_sigma),
         )
 
     def to_list(self) -> list[dict]:
@@ -65,6 +65,7 @@ class CategoryMap:
             if self.keypoints is not None and id_ in self.keypoints.category_ids:
                 entry["keypoints"] = list(self.keypoints.names)
                 entry["skeleton"] = [list(pair) for pair in self.keypoints.skeleton]
+                entry["keypoint_sigmas"] = list(self.keypoints.sigmas)
             entries.append(entry)
         return entries
 
@@ -185,7 +186,9 @@ class CocoDetection(Dataset):
                 continue
             kept.append(image_id)
         if bad:
-            listed = "; ".join(f"id {image_id}: {path} ({type(err).__name__})" for image_id, path, err in bad[:5])
+            listed = "; ".join(
+                f"id {image_id}: {path} ({type(err).__name__})" for image_id, path, err in bad[:5]
+            )
             message = f"{len(bad)} of {len(image_ids)} images in {self.ann_file} are missing or unreadable: {listed}"
             if self.missing_images == "error":
                 raise FileNotFoundError(message + " (set data.missing_images=skip to skip them)")
@@ -254,7 +257,9 @@ class CocoDetection(Dataset):
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
         inputs = {"image": image, "bboxes": boxes, "labels": labels, "instances": np.arange(len(boxes))}
         keypoints = self._keypoints(anns) if self.load_keypoints else None
-        inputs["keypoints"] = np.zeros((0, 2), np.float32) if keypoints is None else keypoints[..., :2].reshape(-1, 2)
+        inputs["keypoints"] = (
+            np.zeros((0, 2), np.float32) if keypoints is None else keypoints[..., :2].reshape(-1, 2)
+        )
         if self.load_masks and anns:
             inputs["masks"] = self._masks(anns, height, width)
         out = self.transform(**inputs)
@@ -272,14 +277,27 @@ class CocoDetection(Dataset):
             visibility = keypoints[kept][..., 2].copy()
             out_h, out_w = image_out.shape[:2]
             inside = (
-                (keypoints_out[..., 0] >= 0) & (keypoints_out[..., 0] < out_w)
-                & (keypoints_out[..., 1] >= 0) & (keypoints_out[..., 1] < out_h)
+                (keypoints_out[..., 0] >= 0)
+                & (keypoints_out[..., 0] < out_w)
+                & (keypoints_out[..., 1] >= 0)
+                & (keypoints_out[..., 1] < out_h)
             )
             visibility[~inside] = 0
             keypoints_out = np.concatenate([keypoints_out, visibility[..., None]], axis=-1)
             keypoints_out[visibility == 0] = 0
+        # COCO's area is the segment's; carry its share of the box through any geometric change.
+        fill = np.asarray(
+            [
+                min(ann.get("area", 0.0) / max(ann["bbox"][2] * ann["bbox"][3], 1e-6), 1.0) or 1.0
+                for ann in anns
+            ],
+            np.float32,
+        )[kept]
+        areas = fill * (boxes_out[:, 2] - boxes_out[:, 0]) * (boxes_out[:, 3] - boxes_out[:, 1])
         if self.hflip > 0 and torch.rand(()).item() < self.hflip:
-            image_out, boxes_out, masks_out, keypoints_out = self._flip(image_out, boxes_out, masks_out, keypoints_out)
+            image_out, boxes_out, masks_out, keypoints_out = self._flip(
+                image_out, boxes_out, masks_out, keypoints_out
+            )
         scale, offset = letterbox_params(height, width, self.image_size)
         return Sample(
             image=torch.from_numpy(np.ascontiguousarray(image_out)).permute(2, 0, 1),
@@ -288,6 +306,7 @@ class CocoDetection(Dataset):
                 torch.as_tensor(np.asarray(out["labels"], dtype=np.int64).reshape(-1)),
                 masks=None if masks_out is None else torch.from_numpy(np.ascontiguousarray(masks_out)),
                 keypoints=None if keypoints_out is None else torch.from_numpy(keypoints_out),
+                areas=torch.from_numpy(np.asarray(areas, np.float32).reshape(-1)),
             ),
             meta=ImageMeta(
                 image_id=image_id,

@@ -37,6 +37,8 @@ class CocoDataModule(L.LightningDataModule):
         missing_images: ``"skip"`` or ``"error"`` for images listed but absent or unreadable.
         cache_images: decode images once and keep them in memory.
         categories: class map to use instead of the training json's (set when evaluating a checkpoint).
+        keypoint_sigma: OKS sigma of every keypoint, for datasets other than COCO persons (whose 17
+            keypoints get COCO's published sigmas).
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class CocoDataModule(L.LightningDataModule):
         missing_images: str = "skip",
         cache_images: bool = False,
         categories: list[dict] | None = None,
+        keypoint_sigma: float = 0.07,
     ) -> None:
         super().__init__()
         if image_size < 32:
@@ -65,6 +68,7 @@ class CocoDataModule(L.LightningDataModule):
         self.augment = AugmentConfig(**augment) if augment else None
         self.missing_images = missing_images
         self.cache_images = cache_images
+        self.keypoint_sigma = keypoint_sigma
         self._categories = CategoryMap.from_list(categories) if categories else None
         self.train_set: CocoDetection | None = None
         self.val_set: CocoDetection | None = None
@@ -83,7 +87,9 @@ class CocoDataModule(L.LightningDataModule):
             source = self.train_ann or self.val_ann
             if source is None:
                 raise ValueError("set data.train_ann or data.val_ann")
-            self._categories = CategoryMap.from_coco(load_coco(source).dataset["categories"])
+            self._categories = CategoryMap.from_coco(
+                load_coco(source).dataset["categories"], self.keypoint_sigma
+            )
         return self._categories
 
     def setup(self, stage: str | None = None) -> None:
@@ -92,7 +98,9 @@ class CocoDataModule(L.LightningDataModule):
         if stage in (None, "fit", "validate") and self.val_set is None:
             self.val_set = self._dataset(self.val_ann, self.val_images, None, "val")
 
-    def _dataset(self, ann: str | None, images: str | None, augment: AugmentConfig | None, split: str) -> CocoDetection:
+    def _dataset(
+        self, ann: str | None, images: str | None, augment: AugmentConfig | None, split: str
+    ) -> CocoDetection:
         if not ann or not images:
             raise ValueError(f"set data.{split}_ann and data.{split}_images")
         return CocoDetection(

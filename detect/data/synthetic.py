@@ -76,7 +76,9 @@ def generate_shapes(root: str | Path, config: ShapesConfig = ShapesConfig()) -> 
             image_id = index + 1
             file_name = f"{split}_{image_id:06d}.jpg"
             cv2.imwrite(str(image_dir / file_name), image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
-            images.append({"id": image_id, "file_name": file_name, "width": image.shape[1], "height": image.shape[0]})
+            images.append(
+                {"id": image_id, "file_name": file_name, "width": image.shape[1], "height": image.shape[0]}
+            )
             for obj in objects:
                 obj.update(id=len(annotations) + 1, image_id=image_id, iscrowd=0)
                 annotations.append(obj)
@@ -89,7 +91,9 @@ def generate_shapes(root: str | Path, config: ShapesConfig = ShapesConfig()) -> 
         }
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
     (root / "dataset.json").write_text(json.dumps({"version": _VERSION, **asdict(config)}))
-    log.info("generated shapes dataset in %s (%d train, %d val images)", root, config.num_train, config.num_val)
+    log.info(
+        "generated shapes dataset in %s (%d train, %d val images)", root, config.num_train, config.num_val
+    )
     return root
 
 
@@ -105,13 +109,17 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     ramp = (ramp - ramp.min()) / (np.ptp(ramp) + 1e-6)
     image = (_random_color(rng) * (1 - ramp) + _random_color(rng) * ramp).astype(np.float32)
     blotches = rng.normal(0, 1, size=(6, 6, 3)).astype(np.float32)
-    image += cv2.resize(blotches, (size, size), interpolation=cv2.INTER_CUBIC) * np.float32(rng.uniform(10, 35))
+    image += cv2.resize(blotches, (size, size), interpolation=cv2.INTER_CUBIC) * np.float32(
+        rng.uniform(10, 35)
+    )
     texture = rng.integers(0, 3)
     if texture == 0:
         period = rng.uniform(6, 24)
         phase = rng.uniform(0, 2 * math.pi)
         direction = rng.uniform(0, math.pi)
-        stripes = np.sin((np.cos(direction) * xs + np.sin(direction) * ys) * size * 2 * math.pi / period + phase)
+        stripes = np.sin(
+            (np.cos(direction) * xs + np.sin(direction) * ys) * size * 2 * math.pi / period + phase
+        )
         image += stripes[..., None] * np.float32(rng.uniform(8, 30))
     elif texture == 1:
         cell = int(rng.integers(8, 32))
@@ -126,11 +134,15 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
         center = tuple(int(v) for v in rng.integers(0, size, 2))
         axes = tuple(int(v) for v in rng.integers(4, 30, 2))
         start = float(rng.uniform(0, 360))
-        cv2.ellipse(image, center, axes, 0, start, start + rng.uniform(60, 200), _random_color(rng).tolist(), 2)
+        cv2.ellipse(
+            image, center, axes, 0, start, start + rng.uniform(60, 200), _random_color(rng).tolist(), 2
+        )
     return image
 
 
-def _regular_polygon(center: np.ndarray, radius: float, sides: int, angle: float, inner: float = 0.0) -> np.ndarray:
+def _regular_polygon(
+    center: np.ndarray, radius: float, sides: int, angle: float, inner: float = 0.0
+) -> np.ndarray:
     """Vertices of a regular polygon, or of a star when ``inner`` (inner radius ratio) is set."""
     if inner:
         angles = angle + np.arange(2 * sides) * math.pi / sides
@@ -150,7 +162,16 @@ def _shape_mask(
     angle = rng.uniform(0, 2 * math.pi)
     keypoints = None
     if name == "circle":
-        cv2.ellipse(mask, _pt(center), (_i(radius), _i(radius * rng.uniform(0.85, 1.0))), math.degrees(angle), 0, 360, 1, -1)
+        cv2.ellipse(
+            mask,
+            _pt(center),
+            (_i(radius), _i(radius * rng.uniform(0.85, 1.0))),
+            math.degrees(angle),
+            0,
+            360,
+            1,
+            -1,
+        )
     elif name == "triangle":
         cv2.fillPoly(mask, [_poly(_regular_polygon(center, radius, 3, angle))], 1)
     elif name == "square":
@@ -186,7 +207,13 @@ def _person(rng: np.random.Generator, mask: np.ndarray, center: np.ndarray, heig
     left_foot = hip + leg_length * _unit(math.pi / 2 - rng.uniform(0.15, 0.7))
     right_foot = hip + leg_length * _unit(math.pi / 2 + rng.uniform(0.15, 0.7))
     cv2.circle(mask, _pt(head), _i(head_radius), 1, -1)
-    for start, end in ((neck, hip), (shoulder, left_hand), (shoulder, right_hand), (hip, left_foot), (hip, right_foot)):
+    for start, end in (
+        (neck, hip),
+        (shoulder, left_hand),
+        (shoulder, right_hand),
+        (hip, left_foot),
+        (hip, right_foot),
+    ):
         cv2.line(mask, _pt(start), _pt(end), 1, thickness)
     return np.stack([head, left_hand, right_hand, hip, left_foot, right_foot])
 

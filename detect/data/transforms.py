@@ -78,7 +78,11 @@ def build_transforms(image_size: int, augment: AugmentConfig | None = None) -> A
     return A.Compose(
         transforms,
         bbox_params=A.BboxParams(
-            format="pascal_voc", label_fields=["labels", "instances"], min_area=4.0, min_visibility=0.3, clip=True
+            format="pascal_voc",
+            label_fields=["labels", "instances"],
+            min_area=4.0,
+            min_visibility=0.3,
+            clip=True,
         ),
         keypoint_params=A.KeypointParams(format="xy", remove_invisible=False),
     )

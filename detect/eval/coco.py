@@ -57,7 +57,9 @@ def detections_to_coco(image_id: int, detections: Detections, category_ids: Sequ
     scores = detections.scores.detach().cpu().double().numpy()
     labels = detections.labels.detach().cpu().numpy()
     rles = encode_masks(detections.masks.detach().cpu().numpy()) if detections.masks is not None else None
-    keypoints = detections.keypoints.detach().cpu().double().numpy() if detections.keypoints is not None else None
+    keypoints = (
+        detections.keypoints.detach().cpu().double().numpy() if detections.keypoints is not None else None
+    )
     results = []
     for index, ((x0, y0, x1, y1), score, label) in enumerate(zip(boxes, scores, labels)):
         entry = {
@@ -161,7 +163,9 @@ def evaluate_results(
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    metrics = {f"{iou_type}/{name}": float(value) for name, value in zip(_STAT_NAMES[iou_type], evaluator.stats)}
+    metrics = {
+        f"{iou_type}/{name}": float(value) for name, value in zip(_STAT_NAMES[iou_type], evaluator.stats)
+    }
     # precision: (iou thresholds, recall points, categories, area ranges, max dets); -1 marks "no ground truth".
     precision = evaluator.eval["precision"][:, :, :, 0, -1]
     for index, category_id in enumerate(evaluator.params.catIds):
@@ -227,12 +231,16 @@ class CocoEvaluator:
         for iou_type in self.iou_types:
             if iou_type == "keypoints":
                 keypoint_categories = self.keypoints.category_ids
-                results = [r for r in results_for(self.results, iou_type) if r["category_id"] in keypoint_categories]
+                results = [
+                    r for r in results_for(self.results, iou_type) if r["category_id"] in keypoint_categories
+                ]
                 metrics |= evaluate_results(
                     self.coco_gt, results, iou_type, image_ids, self.keypoints.sigmas, keypoint_categories
                 )
             else:
-                metrics |= evaluate_results(self.coco_gt, results_for(self.results, iou_type), iou_type, image_ids)
+                metrics |= evaluate_results(
+                    self.coco_gt, results_for(self.results, iou_type), iou_type, image_ids
+                )
         return metrics
 
     def save(self, path: str | Path) -> None:

@@ -27,7 +27,9 @@ def format_metrics(metrics: dict[str, float], iou_type: str = "bbox") -> str:
     prefix = f"{iou_type}/AP/"
     # Classes without ground truth in the evaluated images (NaN) are left out.
     per_class = {
-        key[len(prefix) :]: value for key, value in metrics.items() if key.startswith(prefix) and not math.isnan(value)
+        key[len(prefix) :]: value
+        for key, value in metrics.items()
+        if key.startswith(prefix) and not math.isnan(value)
     }
     if per_class:
         width = max(len(name) for name in per_class)
@@ -49,7 +51,9 @@ def collect_sweep(sweep_dir: str | Path) -> list[dict]:
                 for line in overrides_file.read_text().splitlines()
                 if line.startswith("- ")
             ]
-        rows.append({"job": job_dir.name, "overrides": " ".join(overrides), **json.loads(metrics_file.read_text())})
+        rows.append(
+            {"job": job_dir.name, "overrides": " ".join(overrides), **json.loads(metrics_file.read_text())}
+        )
     return rows
 
 

@@ -81,7 +81,9 @@ def _inference_row(model: Detector, size: int, cfg: DictConfig, device: torch.de
     }
 
 
-def _train_row(model: Detector, size: int, cfg: DictConfig, device: torch.device, bf16: bool) -> dict[str, Any]:
+def _train_row(
+    model: Detector, size: int, cfg: DictConfig, device: torch.device, bf16: bool
+) -> dict[str, Any]:
     model = model.train().to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     generator = torch.Generator().manual_seed(0)
@@ -91,7 +93,9 @@ def _train_row(model: Detector, size: int, cfg: DictConfig, device: torch.device
     for _ in range(cfg.train_batch):
         xy = torch.rand(4, 2, generator=generator) * size * 0.7
         wh = torch.rand(4, 2, generator=generator) * size * 0.25 + 8
-        targets.append(Targets(torch.cat([xy, xy + wh], dim=1).to(device), torch.randint(0, 4, (4,)).to(device)))
+        targets.append(
+            Targets(torch.cat([xy, xy + wh], dim=1).to(device), torch.randint(0, 4, (4,)).to(device))
+        )
 
     def step() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -103,7 +107,9 @@ def _train_row(model: Detector, size: int, cfg: DictConfig, device: torch.device
             torch.cuda.synchronize()
 
     times = time_call(step, max(2, cfg.warmup // 2), max(5, cfg.runs // 3), cfg.min_seconds)
-    return {f"train_img_per_s_{'bf16' if bf16 else 'fp32'}": round(cfg.train_batch / statistics.median(times), 1)}
+    return {
+        f"train_img_per_s_{'bf16' if bf16 else 'fp32'}": round(cfg.train_batch / statistics.median(times), 1)
+    }
 
 
 def _main_config_dir() -> str:
@@ -137,7 +143,9 @@ def benchmark(cfg: DictConfig) -> list[dict[str, Any]]:
         row |= _inference_row(model, size, cfg, device)
         if cfg.train:
             for bf16 in cfg.train_precisions:
-                row |= _train_row(build_model(conf_dir, backbone, neck, head, cfg.num_classes), size, cfg, device, bf16)
+                row |= _train_row(
+                    build_model(conf_dir, backbone, neck, head, cfg.num_classes), size, cfg, device, bf16
+                )
         log.info("%s", row)
         print(row, flush=True)
         rows.append(row)

@@ -40,7 +40,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     fields = task.model.head.target_fields
     datamodule.request_targets(masks="masks" in fields, keypoints="keypoints" in fields)
     trainer = L.Trainer(
-        accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, logger=False, enable_checkpointing=False
+        accelerator=cfg.trainer.accelerator,
+        devices=cfg.trainer.devices,
+        logger=False,
+        enable_checkpointing=False,
     )
     trainer.validate(task, datamodule=datamodule, verbose=False)
     output_dir = Path(cfg.paths.output_dir)

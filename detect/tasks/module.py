@@ -57,7 +57,9 @@ class DetectionTask(L.LightningModule):
             num_classes=len(self.categories), keypoints=self.categories.keypoints
         )
         # NHWC lets oneDNN (CPU, notably with AMX bf16) and cuDNN pick their fastest conv kernels.
-        self.memory_format = torch.channels_last if self.config.get("channels_last", True) else torch.contiguous_format
+        self.memory_format = (
+            torch.channels_last if self.config.get("channels_last", True) else torch.contiguous_format
+        )
         self.model.to(memory_format=self.memory_format)
         self.evaluator: CocoEvaluator | None = None
         self.val_metrics: dict[str, float] = {}
@@ -68,10 +70,21 @@ class DetectionTask(L.LightningModule):
         return self.categories.keypoints.skeleton if self.categories.keypoints else ()
 
     @property
+    def keypoint_labels(self) -> list[int]:
+        """Contiguous labels of the classes that have keypoints."""
+        if self.categories.keypoints is None:
+            return []
+        return [self.categories.index(id_) for id_ in self.categories.keypoints.category_ids]
+
+    @property
     def iou_types(self) -> tuple[str, ...]:
         """What validation scores: boxes always, masks and keypoints when the head predicts them."""
         fields = self.model.head.target_fields
-        return ("bbox",) + (("segm",) if "masks" in fields else ()) + (("keypoints",) if "keypoints" in fields else ())
+        return (
+            ("bbox",)
+            + (("segm",) if "masks" in fields else ())
+            + (("keypoints",) if "keypoints" in fields else ())
+        )
 
     def forward(self, images: Tensor) -> list[Detections]:
         """Detections in the input frame for ``(B, 3, H, W)`` images."""
@@ -102,7 +115,9 @@ class DetectionTask(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if self.trainer.world_size > 1:
             gathered: list[Any] = [None] * self.trainer.world_size
-            torch.distributed.all_gather_object(gathered, (self.evaluator.results, sorted(self.evaluator.seen)))
+            torch.distributed.all_gather_object(
+                gathered, (self.evaluator.results, sorted(self.evaluator.seen))
+            )
             self.evaluator.merge([results for results, _ in gathered])
             self.evaluator.seen = {image_id for _, seen in gathered for image_id in seen}
         self.val_metrics = self.evaluator.compute()
@@ -116,5 +131,7 @@ class DetectionTask(L.LightningModule):
         optim_cfg = OmegaConf.to_container(self.config.optim, resolve=True)
         weight_decay = optim_cfg.pop("weight_decay", 0.0)
         optimizer = instantiate(optim_cfg)(parameter_groups(self.model, weight_decay))
-        scheduler = instantiate(self.config.sched)(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        scheduler = instantiate(self.config.sched)(
+            optimizer, total_steps=int(self.trainer.estimated_stepping_batches)
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -80,7 +80,14 @@ def predict(cfg: DictConfig) -> list[dict]:
         (detections,) = model.postprocess(model(tensor), [(image_size, image_size)])
         detections = detections.rescale(ImageMeta(path.name, (height, width), scale, offset))
         detections = detections.select(detections.scores >= cfg.score_thresh).to("cpu")
-        drawn = draw_detections(image, detections, task.categories.names, cfg.score_thresh, skeleton=task.skeleton)
+        drawn = draw_detections(
+            image,
+            detections,
+            task.categories.names,
+            cfg.score_thresh,
+            skeleton=task.skeleton,
+            keypoint_labels=task.keypoint_labels,
+        )
         Image.fromarray(drawn).save(drawn_dir / f"{path.stem}.jpg")
         labels = detections.labels.tolist()
         entry = {
@@ -95,7 +102,9 @@ def predict(cfg: DictConfig) -> list[dict]:
         if detections.masks is not None:
             entry["masks"] = encode_masks(detections.masks.numpy())
         if detections.keypoints is not None:
-            entry["keypoints"] = [[round(v, 2) for v in kp] for kp in detections.keypoints.reshape(len(labels), -1).tolist()]
+            entry["keypoints"] = [
+                [round(v, 2) for v in kp] for kp in detections.keypoints.reshape(len(labels), -1).tolist()
+            ]
         entries.append(entry)
     (output_dir / "predictions.json").write_text(json.dumps(entries, indent=1))
     print(f"{len(entries)} images -> {drawn_dir}; predictions: {output_dir / 'predictions.json'}")

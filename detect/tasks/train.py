@@ -75,8 +75,16 @@ def _draw_samples(task: DetectionTask, datamodule: Any, output_dir: Path, count:
         info = dataset.coco.imgs[image_id]
         image = read_image(dataset.image_dir / info["file_name"])
         detections = results_to_detections(by_image.get(image_id, []), task.categories.ids, image.shape[:2])
-        drawn = draw_detections(image, detections, task.categories.names, skeleton=task.skeleton)
-        Image.fromarray(np.ascontiguousarray(drawn)).save(folder / Path(info["file_name"]).with_suffix(".jpg").name)
+        drawn = draw_detections(
+            image,
+            detections,
+            task.categories.names,
+            skeleton=task.skeleton,
+            keypoint_labels=task.keypoint_labels,
+        )
+        Image.fromarray(np.ascontiguousarray(drawn)).save(
+            folder / Path(info["file_name"]).with_suffix(".jpg").name
+        )
     return folder
 
 
@@ -101,10 +109,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = output_dir / "checkpoints" / "last.ckpt"
     trainer.save_checkpoint(ckpt_path)
     train_seconds = time.perf_counter() - started
-    metrics: dict[str, float] = {}
-    if trainer.is_global_zero or trainer.world_size > 1:
-        trainer.validate(task, datamodule=datamodule, verbose=False)
-        metrics = dict(task.val_metrics)
+    # Every rank validates (their predictions are gathered); rank 0 writes the outputs.
+    trainer.validate(task, datamodule=datamodule, verbose=False)
+    metrics = dict(task.val_metrics)
     if trainer.is_global_zero:
         timers = [c for c in trainer.callbacks if isinstance(c, EpochTimer)]
         extra = {

@@ -25,12 +25,14 @@ def draw_detections(
     score_thresh: float = 0.3,
     skeleton: Sequence[tuple[int, int]] = (),
     keypoint_thresh: float = 0.5,
+    keypoint_labels: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Draw boxes with ``name score`` labels, masks and keypoints on an ``(H, W, 3)`` uint8 RGB image.
 
     Args:
         skeleton: 1-based keypoint index pairs to join, as in COCO categories.
         keypoint_thresh: keypoints whose confidence is below this are not drawn.
+        keypoint_labels: classes whose keypoints are drawn (default: all).
 
     Returns:
         A new image.
@@ -53,6 +55,8 @@ def draw_detections(
     if detections.keypoints is not None:
         keypoints = detections.keypoints.float()
         visible = keypoints[..., 2] >= keypoint_thresh
+        if keypoint_labels is not None:
+            visible &= torch.isin(detections.labels, torch.tensor(list(keypoint_labels)))[:, None]
         radius = max(2, round(max(image.shape[:2]) / 200))
         canvas = draw_keypoints(
             canvas,

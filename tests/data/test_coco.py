@@ -11,7 +11,9 @@ from detect.data import CocoDataModule, CocoDetection, build_transforms, read_im
 from detect.data.coco import CategoryMap
 
 
-def write_set(root: Path, sizes: dict[int, tuple[int, int]], annotations: list[dict], categories: list[dict]) -> Path:
+def write_set(
+    root: Path, sizes: dict[int, tuple[int, int]], annotations: list[dict], categories: list[dict]
+) -> Path:
     (root / "images").mkdir(parents=True)
     images = []
     for image_id, (width, height) in sizes.items():
@@ -26,7 +28,14 @@ CATEGORIES = [{"id": 90, "name": "toothbrush"}, {"id": 1, "name": "person"}, {"i
 
 
 def ann(id_: int, image_id: int, category_id: int, bbox: list[float], iscrowd: int = 0) -> dict:
-    return {"id": id_, "image_id": image_id, "category_id": category_id, "bbox": bbox, "area": bbox[2] * bbox[3], "iscrowd": iscrowd}
+    return {
+        "id": id_,
+        "image_id": image_id,
+        "category_id": category_id,
+        "bbox": bbox,
+        "area": bbox[2] * bbox[3],
+        "iscrowd": iscrowd,
+    }
 
 
 @pytest.fixture()
@@ -34,15 +43,23 @@ def small_set(tmp_path: Path) -> Path:
     return write_set(
         tmp_path,
         {1: (200, 100), 2: (97, 131), 3: (64, 64)},
-        [ann(1, 1, 90, [10, 10, 50, 40]), ann(2, 1, 44, [100, 20, 30, 30]), ann(3, 1, 1, [0, 0, 200, 100], iscrowd=1),
-         ann(4, 2, 1, [90, 120, 20, 20])],
+        [
+            ann(1, 1, 90, [10, 10, 50, 40]),
+            ann(2, 1, 44, [100, 20, 30, 30]),
+            ann(3, 1, 1, [0, 0, 200, 100], iscrowd=1),
+            ann(4, 2, 1, [90, 120, 20, 20]),
+        ],
         CATEGORIES,
     )
 
 
 def test_ids_with_gaps_map_to_contiguous_labels_and_back(small_set: Path) -> None:
     dataset = CocoDetection(small_set, small_set.parent / "images", build_transforms(128), 128)
-    assert dataset.categories.ids == (1, 44, 90) and dataset.categories.names == ("person", "bottle", "toothbrush")
+    assert dataset.categories.ids == (1, 44, 90) and dataset.categories.names == (
+        "person",
+        "bottle",
+        "toothbrush",
+    )
     sample = dataset[0]
     assert sorted(sample.targets.labels.tolist()) == [1, 2]  # bottle, toothbrush; the crowd box is left out
     assert sample.image.shape == (3, 128, 128)
@@ -68,14 +85,18 @@ def test_image_without_annotations(small_set: Path) -> None:
     assert len(sample.targets) == 0 and sample.targets.boxes.shape == (0, 4)
 
 
-def test_missing_image_is_skipped_with_a_count_or_fatal(small_set: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_missing_image_is_skipped_with_a_count_or_fatal(
+    small_set: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     (small_set.parent / "images" / "2.jpg").unlink()
     (small_set.parent / "images" / "3.jpg").write_bytes(b"not a jpeg")
     dataset = CocoDetection(small_set, small_set.parent / "images", build_transforms(64), 64)
     assert dataset.image_ids == [1]
     assert "2 of 3 images" in caplog.text and "id 2" in caplog.text and "id 3" in caplog.text
     with pytest.raises(FileNotFoundError, match="id 2"):
-        CocoDetection(small_set, small_set.parent / "images", build_transforms(64), 64, missing_images="error")
+        CocoDetection(
+            small_set, small_set.parent / "images", build_transforms(64), 64, missing_images="error"
+        )
 
 
 def test_missing_paths_are_named(tmp_path: Path) -> None:
@@ -94,7 +115,9 @@ def test_broken_annotation_file_is_reported(tmp_path: Path) -> None:
 
 def test_datamodule_batches(small_set: Path) -> None:
     images = str(small_set.parent / "images")
-    datamodule = CocoDataModule(str(small_set), images, str(small_set), images, image_size=64, batch_size=2, num_workers=0)
+    datamodule = CocoDataModule(
+        str(small_set), images, str(small_set), images, image_size=64, batch_size=2, num_workers=0
+    )
     datamodule.setup("fit")
     batch = next(iter(datamodule.train_dataloader()))
     assert batch.images.shape == (2, 3, 64, 64) and len(batch.targets) == 2 and len(batch.metas) == 2

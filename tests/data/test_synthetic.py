@@ -26,7 +26,9 @@ def test_generation_is_deterministic(tmp_path: Path) -> None:
 def test_content_matches_the_specification(tiny_shapes: Path) -> None:
     coco = load(tiny_shapes)
     assert len(coco["categories"]) >= 6
-    per_image = np.bincount([a["image_id"] for a in coco["annotations"]], minlength=len(coco["images"]) + 1)[1:]
+    per_image = np.bincount([a["image_id"] for a in coco["annotations"]], minlength=len(coco["images"]) + 1)[
+        1:
+    ]
     assert per_image.min() >= 1 and per_image.max() <= 8
     sizes = [max(a["bbox"][2:]) for a in coco["annotations"]]
     assert min(sizes) >= 3 and max(sizes) <= 160
@@ -53,7 +55,11 @@ def test_persons_carry_keypoints(tiny_shapes: Path) -> None:
 
 def test_objects_are_occluded_and_truncated_sometimes(tmp_path: Path) -> None:
     coco = load(generate_shapes(tmp_path, ShapesConfig(num_train=40, num_val=1, seed=1)))
-    touching_border = [a for a in coco["annotations"] if a["bbox"][0] == 0 or a["bbox"][1] == 0 or a["bbox"][0] + a["bbox"][2] >= 320]
+    touching_border = [
+        a
+        for a in coco["annotations"]
+        if a["bbox"][0] == 0 or a["bbox"][1] == 0 or a["bbox"][0] + a["bbox"][2] >= 320
+    ]
     fragmented = [a for a in coco["annotations"] if a["area"] < 0.45 * a["bbox"][2] * a["bbox"][3]]
     assert len(touching_border) >= 5
     assert len(fragmented) >= 5

@@ -13,8 +13,13 @@ from detect.structures import COCO_PERSON_KEYPOINTS, KeypointInfo
 
 def dataset(root: Path, hflip: float) -> CocoDetection:
     return CocoDetection(
-        root / "annotations/instances_train.json", root / "images/train", build_transforms(128), 128,
-        hflip=hflip, load_masks=True, load_keypoints=True,
+        root / "annotations/instances_train.json",
+        root / "images/train",
+        build_transforms(128),
+        128,
+        hflip=hflip,
+        load_masks=True,
+        load_keypoints=True,
     )
 
 
@@ -34,7 +39,12 @@ def test_masks_and_keypoints_come_with_boxes(tiny_shapes: Path) -> None:
     assert targets.keypoints.shape == (len(targets), 6, 3)
     for box, mask in zip(targets.boxes, targets.masks):
         ys, xs = mask.nonzero(as_tuple=True)
-        assert xs.min() >= box[0] - 1 and xs.max() <= box[2] + 1 and ys.min() >= box[1] - 1 and ys.max() <= box[3] + 1
+        assert (
+            xs.min() >= box[0] - 1
+            and xs.max() <= box[2] + 1
+            and ys.min() >= box[1] - 1
+            and ys.max() <= box[3] + 1
+        )
     person = data.categories.names.index("person")
     assert (targets.keypoints[targets.labels == person][..., 2] > 0).any()
     assert (targets.keypoints[targets.labels != person] == 0).all()
@@ -52,13 +62,17 @@ def test_flip_mirrors_everything_and_swaps_left_and_right(tiny_shapes: Path) -> 
     kp_a = a.targets.keypoints[a.targets.labels == person][0]
     kp_b = b.targets.keypoints[b.targets.labels == person][0]
     if kp_a[2, 2] > 0:
-        assert kp_b[1, 0] == pytest.approx(128 - kp_a[2, 0].item()) and kp_b[1, 1] == pytest.approx(kp_a[2, 1].item())
+        assert kp_b[1, 0] == pytest.approx(128 - kp_a[2, 0].item()) and kp_b[1, 1] == pytest.approx(
+            kp_a[2, 1].item()
+        )
 
 
 def test_flip_index_from_names() -> None:
     info = KeypointInfo(COCO_PERSON_KEYPOINTS)
     assert info.flip_index[:5] == [0, 2, 1, 4, 3]
-    coco = KeypointInfo.from_categories([{"id": 1, "name": "person", "keypoints": list(COCO_PERSON_KEYPOINTS)}])
+    coco = KeypointInfo.from_categories(
+        [{"id": 1, "name": "person", "keypoints": list(COCO_PERSON_KEYPOINTS)}]
+    )
     assert coco.sigmas[0] == 0.026 and len(coco.sigmas) == 17
     other = KeypointInfo.from_categories([{"id": 3, "name": "x", "keypoints": ["a", "b"]}], default_sigma=0.1)
     assert other.sigmas == (0.1, 0.1) and other.category_ids == (3,)
@@ -87,3 +101,18 @@ def _runs(mask: np.ndarray) -> list[int]:
             current, count = value, 1
     runs.append(count)
     return runs
+
+
+def test_category_map_round_trip_keeps_keypoints_and_sigmas() -> None:
+    from detect.data.coco import CategoryMap
+
+    categories = [
+        {"id": 7, "name": "figure", "keypoints": ["head", "left_hand", "right_hand"], "skeleton": [[1, 2], [1, 3]]},
+        {"id": 2, "name": "ball"},
+    ]
+    original = CategoryMap.from_coco(categories, keypoint_sigma=0.11)
+    assert original.ids == (2, 7) and original.keypoints.sigmas == (0.11, 0.11, 0.11)
+    restored = CategoryMap.from_list(original.to_list())
+    assert restored == original and restored.keypoints.skeleton == ((1, 2), (1, 3))
+    with pytest.raises(ValueError, match="twice"):
+        CategoryMap.from_list([{"id": 1, "name": "a"}, {"id": 1, "name": "b"}])

@@ -12,7 +12,9 @@ from tests.conftest import compose_config, options
 def test_backbone_contract(name: str) -> None:
     backbone = instantiate(compose_config([f"backbone={name}"]).model.backbone)
     specs = backbone.out_specs
-    assert list(specs) == sorted(specs, key=lambda key: specs[key].stride), "specs must be ordered fine to coarse"
+    assert list(specs) == sorted(specs, key=lambda key: specs[key].stride), (
+        "specs must be ordered fine to coarse"
+    )
     images = torch.rand(2, 3, 128, 96)
     with torch.no_grad():
         features = backbone(images)
@@ -43,7 +45,11 @@ def test_vit_takes_any_multiple_of_32() -> None:
     vit = ViT(embed_dim=48, depth=2, num_heads=3, pyramid_channels=16)
     with torch.no_grad():
         features = vit(torch.rand(1, 3, 160, 224))
-    assert {k: tuple(v.shape[-2:]) for k, v in features.items()} == {"p3": (20, 28), "p4": (10, 14), "p5": (5, 7)}
+    assert {k: tuple(v.shape[-2:]) for k, v in features.items()} == {
+        "p3": (20, 28),
+        "p4": (10, 14),
+        "p5": (5, 7),
+    }
 
 
 def test_vit_sizes_match_deit() -> None:

@@ -26,7 +26,9 @@ def make_targets(boxes: list[list[float]], labels: list[int], size: int = 128) -
     keypoints = torch.zeros((len(boxes), 3, 3))
     for i, (x0, y0, x1, y1) in enumerate(box_tensor.int().tolist()):
         masks[i, y0 + 2 : y1 - 2, x0 + 2 : x1 - 2] = 1
-        keypoints[i] = torch.tensor([[(x0 + x1) / 2, y0 + 3, 2], [x1 - 3, (y0 + y1) / 2, 2], [x0 + 3, (y0 + y1) / 2, 1]])
+        keypoints[i] = torch.tensor(
+            [[(x0 + x1) / 2, y0 + 3, 2], [x1 - 3, (y0 + y1) / 2, 2], [x0 + 3, (y0 + y1) / 2, 1]]
+        )
     return Targets(box_tensor, torch.tensor(labels, dtype=torch.long), masks=masks, keypoints=keypoints)
 
 
@@ -37,7 +39,10 @@ def test_compose_forward_loss_backward(backbone: str, neck: str, head: str) -> N
     model = build(backbone, neck, head)
     images = torch.rand(2, 3, 128, 128)
     # One image with objects, one with none: a half-empty batch.
-    targets = [make_targets([[10.0, 12.0, 60.0, 90.0], [70.0, 5.0, 120.0, 40.0]], [0, 3]), make_targets([], [])]
+    targets = [
+        make_targets([[10.0, 12.0, 60.0, 90.0], [70.0, 5.0, 120.0, 40.0]], [0, 3]),
+        make_targets([], []),
+    ]
     losses = model.loss(model(images), targets)
     assert set(losses) == LOSS_KEYS[head]
     assert all(torch.isfinite(v) for v in losses.values())
@@ -76,7 +81,9 @@ def test_pose_head_needs_keypoint_metadata() -> None:
 def test_batch_of_one_and_uint8_input() -> None:
     model = build("cspdarknet_n", "pan").eval()
     with torch.no_grad():
-        detections = model.postprocess(model(torch.randint(0, 255, (1, 3, 96, 160), dtype=torch.uint8)), [(96, 160)])
+        detections = model.postprocess(
+            model(torch.randint(0, 255, (1, 3, 96, 160), dtype=torch.uint8)), [(96, 160)]
+        )
     assert len(detections) == 1
 
 

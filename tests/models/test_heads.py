@@ -11,7 +11,10 @@ SPECS = {"p3": FeatureSpec(16, 8), "p4": FeatureSpec(16, 16), "p5": FeatureSpec(
 
 
 def features(batch: int = 2, size: int = 64) -> dict[str, torch.Tensor]:
-    return {k: torch.rand(batch, 16, size // s.stride, size // s.stride, requires_grad=True) for k, s in SPECS.items()}
+    return {
+        k: torch.rand(batch, 16, size // s.stride, size // s.stride, requires_grad=True)
+        for k, s in SPECS.items()
+    }
 
 
 def test_loss_is_finite_and_reaches_the_inputs() -> None:
@@ -63,9 +66,16 @@ def test_assigner_gives_shared_anchor_to_the_best_overlap() -> None:
     pred_boxes = torch.tensor([[[0.0, 0.0, 10.0, 10.0]]])
     gt_boxes = torch.tensor([[[0.0, 0.0, 10.0, 9.0], [2.0, 2.0, 30.0, 30.0]]])
     assignment = TaskAlignedAssigner(topk=1)(
-        torch.full((1, 1, 2), 0.5), pred_boxes, anchors, torch.tensor([[0, 1]]), gt_boxes, torch.tensor([[True, True]])
+        torch.full((1, 1, 2), 0.5),
+        pred_boxes,
+        anchors,
+        torch.tensor([[0, 1]]),
+        gt_boxes,
+        torch.tensor([[True, True]]),
     )
-    assert assignment.gt_index[0, 0] == 0 and assignment.scores[0, 0, 0] > 0 and assignment.scores[0, 0, 1] == 0
+    assert (
+        assignment.gt_index[0, 0] == 0 and assignment.scores[0, 0, 0] > 0 and assignment.scores[0, 0, 1] == 0
+    )
 
 
 def test_padding_entries_are_never_assigned() -> None:

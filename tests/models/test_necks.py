@@ -14,7 +14,10 @@ FAKE_SPECS = {"p3": FeatureSpec(8, 8), "p4": FeatureSpec(16, 16), "p5": FeatureS
 @pytest.mark.parametrize("name", options("neck"))
 def test_neck_contract(name: str) -> None:
     neck = instantiate(compose_config([f"neck={name}"]).model.neck)(in_specs=FAKE_SPECS)
-    features = {k: torch.rand(2, s.channels, 64 // s.stride, 96 // s.stride, requires_grad=True) for k, s in FAKE_SPECS.items()}
+    features = {
+        k: torch.rand(2, s.channels, 64 // s.stride, 96 // s.stride, requires_grad=True)
+        for k, s in FAKE_SPECS.items()
+    }
     out = neck(features)
     assert list(out) == list(neck.out_specs)
     for key, tensor in out.items():

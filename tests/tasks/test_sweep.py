@@ -14,7 +14,9 @@ def test_sweep_table_ranks_jobs(tmp_path: Path) -> None:
         folder = tmp_path / str(job)
         (folder / ".hydra").mkdir(parents=True)
         (folder / ".hydra" / "overrides.yaml").write_text(f"- backbone={backbone}\n")
-        (folder / "metrics.json").write_text(json.dumps({"bbox/AP": ap, "bbox/AP50": ap + 0.2, "bbox/AP75": ap}))
+        (folder / "metrics.json").write_text(
+            json.dumps({"bbox/AP": ap, "bbox/AP50": ap + 0.2, "bbox/AP75": ap})
+        )
     rows = collect_sweep(tmp_path)
     table = format_sweep(rows).splitlines()
     assert len(table) == 4

@@ -73,7 +73,11 @@ def test_checkpoint_alone_rebuilds_the_model(checkpoint: Path) -> None:
 
 def run_tool(tool: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(REPO / "tools" / tool), *args], capture_output=True, text=True, timeout=240, cwd=REPO
+        [sys.executable, str(REPO / "tools" / tool), *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=REPO,
     )
 
 
@@ -95,17 +99,30 @@ def test_eval_cli(checkpoint: Path, tiny_shapes: Path, tmp_path: Path) -> None:
 def test_predict_cli_on_odd_images(checkpoint: Path, tmp_path: Path) -> None:
     source = tmp_path / "in"
     source.mkdir()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (131, 97, 3), dtype=np.uint8)).save(source / "odd.jpg")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (131, 97, 3), dtype=np.uint8)).save(
+        source / "odd.jpg"
+    )
     Image.new("L", (50, 70), 128).save(source / "gray.png")
     Image.new("RGBA", (300, 120), (10, 20, 30, 128)).save(source / "alpha.png")
     (source / "broken.jpg").write_bytes(b"garbage")
     out = tmp_path / "out"
-    result = run_tool("predict.py", f"ckpt_path={checkpoint}", f"source={source}", "score_thresh=0.0", f"hydra.run.dir={out}")
+    result = run_tool(
+        "predict.py",
+        f"ckpt_path={checkpoint}",
+        f"source={source}",
+        "score_thresh=0.0",
+        f"hydra.run.dir={out}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     entries = json.loads((out / "predictions.json").read_text())
     assert sorted(Path(e["file"]).name for e in entries) == ["alpha.png", "gray.png", "odd.jpg"]
     for entry in entries:
-        assert len(entry["boxes"]) == len(entry["scores"]) == len(entry["category_ids"]) == len(entry["category_names"])
+        assert (
+            len(entry["boxes"])
+            == len(entry["scores"])
+            == len(entry["category_ids"])
+            == len(entry["category_names"])
+        )
         for x0, y0, x1, y1 in entry["boxes"]:
             assert 0 <= x0 <= x1 <= entry["width"] and 0 <= y0 <= y1 <= entry["height"]
     assert sorted(p.name for p in (out / "images").iterdir()) == ["alpha.jpg", "gray.jpg", "odd.jpg"]
@@ -115,10 +132,19 @@ def test_first_errors_are_one_line(tmp_path: Path) -> None:
     result = run_tool("train.py", "backbone=resnet9000", f"hydra.run.dir={tmp_path}")
     assert result.returncode != 0 and "cspdarknet_n" in result.stderr and "Traceback" not in result.stderr
     result = run_tool(
-        "train.py", "data=coco", f"data.train_ann={tmp_path}/missing.json", f"data.train_images={tmp_path}",
-        f"data.val_ann={tmp_path}/missing.json", f"data.val_images={tmp_path}", f"hydra.run.dir={tmp_path}",
+        "train.py",
+        "data=coco",
+        f"data.train_ann={tmp_path}/missing.json",
+        f"data.train_images={tmp_path}",
+        f"data.val_ann={tmp_path}/missing.json",
+        f"data.val_images={tmp_path}",
+        f"hydra.run.dir={tmp_path}",
     )
-    assert result.returncode == 1 and "annotation file not found" in result.stderr and "missing.json" in result.stderr
+    assert (
+        result.returncode == 1
+        and "annotation file not found" in result.stderr
+        and "missing.json" in result.stderr
+    )
     assert "Traceback" not in result.stderr
 
 
@@ -131,7 +157,14 @@ def test_wrong_input_size_says_which_multiple(train_cfg_module) -> None:
 @pytest.mark.slow
 def test_short_training_learns(train_cfg_module) -> None:
     """A few hundred steps on the tiny set must clearly beat an untrained model."""
-    cfg = train_cfg_module(["trainer.max_epochs=40", "data.val_ann=${data.train_ann}", "data.val_images=${data.train_images}",
-                            "data.augment=null", "sched.warmup_steps=20"])
+    cfg = train_cfg_module(
+        [
+            "trainer.max_epochs=40",
+            "data.val_ann=${data.train_ann}",
+            "data.val_images=${data.train_images}",
+            "data.augment=null",
+            "sched.warmup_steps=20",
+        ]
+    )
     metrics = train(cfg)
     assert metrics["bbox/AP50"] > 0.3, metrics

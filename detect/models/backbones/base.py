@@ -28,6 +28,8 @@ class Backbone(nn.Module):
     def _set_out_specs(self, specs: dict[str, FeatureSpec]) -> None:
         for key, spec in specs.items():
             if key != f"p{spec.stride.bit_length() - 1}" or spec.stride & (spec.stride - 1):
-                raise ValueError(f"feature key {key!r} does not match its stride {spec.stride} (want p{{log2(stride)}})")
+                raise ValueError(
+                    f"feature key {key!r} does not match its stride {spec.stride} (want p{{log2(stride)}})"
+                )
         self.out_specs = dict(sorted(specs.items(), key=lambda item: item[1].stride))
         self.size_divisibility = max(spec.stride for spec in specs.values())

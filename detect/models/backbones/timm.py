@@ -44,7 +44,9 @@ class TimmBackbone(Backbone):
         if not timm.list_models(name) and not timm.is_model(name):
             raise ValueError(f"unknown timm model {name!r}; see timm.list_models('*pattern*')")
         try:
-            self.body = timm.create_model(name, pretrained=pretrained, features_only=True, **(model_kwargs or {}))
+            self.body = timm.create_model(
+                name, pretrained=pretrained, features_only=True, **(model_kwargs or {})
+            )
         except RuntimeError as error:
             if pretrained:
                 raise WeightsUnavailableError(
@@ -59,7 +61,9 @@ class TimmBackbone(Backbone):
         self.pyramid = None
         if len(set(reductions)) == 1:
             if reductions[0] != 16:
-                raise ValueError(f"{name} is a flat model at stride {reductions[0]}; only stride 16 is supported")
+                raise ValueError(
+                    f"{name} is a flat model at stride {reductions[0]}; only stride 16 is supported"
+                )
             self.indices = [len(reductions) - 1]
             self.pyramid = SimpleFeaturePyramid(channels[-1], pyramid_channels)
             specs = {f"p{level}": FeatureSpec(pyramid_channels, 2**level) for level in (3, 4, 5)}

@@ -69,7 +69,9 @@ class TorchvisionBackbone(Backbone):
         wanted = {module: f"p{level}" for module, level in level_of.items() if f"p{level}" in out_features}
         missing = set(out_features) - set(wanted.values())
         if missing:
-            raise ValueError(f"{name} offers {sorted(f'p{v}' for v in level_of.values())}, not {sorted(missing)}")
+            raise ValueError(
+                f"{name} offers {sorted(f'p{v}' for v in level_of.values())}, not {sorted(missing)}"
+            )
         self.body = IntermediateLayerGetter(model, return_layers=wanted)
         self._set_out_specs(
             {

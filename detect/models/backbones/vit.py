@@ -41,7 +41,9 @@ class ViT(Backbone):
     ) -> None:
         super().__init__()
         if patch_size != 16:
-            raise ValueError(f"patch_size must be 16 (the pyramid is built around stride 16), got {patch_size}")
+            raise ValueError(
+                f"patch_size must be 16 (the pyramid is built around stride 16), got {patch_size}"
+            )
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
         self.trunk = VisionTransformer(
@@ -62,5 +64,7 @@ class ViT(Backbone):
         self._set_out_specs({f"p{level}": FeatureSpec(pyramid_channels, 2**level) for level in (3, 4, 5)})
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
-        (tokens,) = self.trunk.forward_intermediates(images, indices=1, output_fmt="NCHW", intermediates_only=True)
+        (tokens,) = self.trunk.forward_intermediates(
+            images, indices=1, output_fmt="NCHW", intermediates_only=True
+        )
         return self.pyramid(tokens)

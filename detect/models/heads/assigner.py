@@ -32,7 +32,9 @@ def pairwise_box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tenso
     """IoU of ``(B, M, 4)`` against ``(B, A, 4)`` xyxy boxes, giving ``(B, M, A)``."""
     b1 = boxes1.unsqueeze(2)
     b2 = boxes2.unsqueeze(1)
-    inter_wh = (torch.minimum(b1[..., 2:], b2[..., 2:]) - torch.maximum(b1[..., :2], b2[..., :2])).clamp(min=0)
+    inter_wh = (torch.minimum(b1[..., 2:], b2[..., 2:]) - torch.maximum(b1[..., :2], b2[..., :2])).clamp(
+        min=0
+    )
     inter = inter_wh[..., 0] * inter_wh[..., 1]
     area1 = (b1[..., 2] - b1[..., 0]) * (b1[..., 3] - b1[..., 1])
     area2 = (b2[..., 2] - b2[..., 0]) * (b2[..., 3] - b2[..., 1])
@@ -94,7 +96,8 @@ class TaskAlignedAssigner:
         pred_boxes = pred_boxes.float()
         # (B, M, A): anchor centre strictly inside the object box.
         corner_gap = torch.cat(
-            [anchors[None, None] - gt_boxes[:, :, None, :2], gt_boxes[:, :, None, 2:] - anchors[None, None]], dim=-1
+            [anchors[None, None] - gt_boxes[:, :, None, :2], gt_boxes[:, :, None, 2:] - anchors[None, None]],
+            dim=-1,
         )
         inside = (corner_gap.amin(dim=-1) > self.eps) & gt_valid[..., None]
 

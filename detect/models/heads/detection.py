@@ -154,7 +154,12 @@ class DetectHead(Head):
         pred_boxes = self.decode_boxes(outputs)
         gt_boxes, gt_labels, gt_valid = pad_targets(targets, outputs.cls_logits.device)
         assignment = self.assigner(
-            outputs.cls_logits.detach().sigmoid(), pred_boxes.detach(), outputs.anchors, gt_labels, gt_boxes, gt_valid
+            outputs.cls_logits.detach().sigmoid(),
+            pred_boxes.detach(),
+            outputs.anchors,
+            gt_labels,
+            gt_boxes,
+            gt_valid,
         )
         return assignment, pred_boxes
 
@@ -162,7 +167,9 @@ class DetectHead(Head):
         assignment, pred_boxes = self.assign(outputs, targets)
         return self.box_losses(outputs, assignment, pred_boxes)
 
-    def box_losses(self, outputs: DetectOutputs, assignment: Assignment, pred_boxes: Tensor) -> dict[str, Tensor]:
+    def box_losses(
+        self, outputs: DetectOutputs, assignment: Assignment, pred_boxes: Tensor
+    ) -> dict[str, Tensor]:
         """Classification (BCE on soft targets), CIoU and DFL terms for an assignment."""
         score_sum = assignment.scores.sum().clamp(min=1.0)
         loss_cls = (
@@ -172,12 +179,15 @@ class DetectHead(Head):
         foreground = assignment.foreground
         weight = assignment.scores.sum(dim=-1)[foreground]
         loss_box = (
-            complete_box_iou_loss(pred_boxes[foreground], assignment.boxes[foreground], reduction="none") * weight
+            complete_box_iou_loss(pred_boxes[foreground], assignment.boxes[foreground], reduction="none")
+            * weight
         ).sum() / score_sum
         anchors = outputs.anchors.expand(foreground.shape[0], -1, -1)[foreground]
         strides = outputs.strides.expand(foreground.shape[0], -1, -1)[foreground]
         target_boxes = assignment.boxes[foreground]
-        target_distances = torch.cat([anchors - target_boxes[:, :2], target_boxes[:, 2:] - anchors], dim=-1) / strides
+        target_distances = (
+            torch.cat([anchors - target_boxes[:, :2], target_boxes[:, 2:] - anchors], dim=-1) / strides
+        )
         target_distances = target_distances.clamp(0, self.reg_max - 1 - 0.01)
         loss_dfl = (
             distribution_focal_loss(outputs.box_logits[foreground], target_distances).mean(dim=-1) * weight
@@ -206,7 +216,9 @@ class DetectHead(Head):
             kept_boxes[:, 1::2] = kept_boxes[:, 1::2].clamp(0, height)
             kept_scores = flat[candidates]
             keep = batched_nms(kept_boxes, kept_scores, labels, self.nms_iou)[: self.max_det]
-            results.append((Detections(kept_boxes[keep], kept_scores[keep], labels[keep]), anchor_index[keep]))
+            results.append(
+                (Detections(kept_boxes[keep], kept_scores[keep], labels[keep]), anchor_index[keep])
+            )
         return results
 
     @torch.no_grad()

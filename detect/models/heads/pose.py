@@ -53,7 +53,9 @@ class PoseHead(DetectHead):
     ) -> None:
         super().__init__(in_specs, num_classes, **kwargs)
         if keypoints is None or len(keypoints) == 0:
-            raise ValueError("head=pose needs a dataset whose categories declare keypoints (COCO 'keypoints' list)")
+            raise ValueError(
+                "head=pose needs a dataset whose categories declare keypoints (COCO 'keypoints' list)"
+            )
         self.keypoint_info = keypoints
         self.num_keypoints = len(keypoints)
         hidden = max(min(spec.channels for spec in self.specs) // 4, 3 * self.num_keypoints)
@@ -91,10 +93,14 @@ class PoseHead(DetectHead):
         losses.update(self.keypoint_losses(outputs, targets, assignment))
         return losses
 
-    def keypoint_losses(self, outputs: PoseOutputs, targets: list[Targets], assignment: Assignment) -> dict[str, Tensor]:
+    def keypoint_losses(
+        self, outputs: PoseOutputs, targets: list[Targets], assignment: Assignment
+    ) -> dict[str, Tensor]:
         zero = outputs.keypoint_logits.sum() * 0.0
         if any(t.keypoints is None for t in targets):
-            raise ValueError("PoseHead needs Targets.keypoints; load the data with keypoints (data.request_targets)")
+            raise ValueError(
+                "PoseHead needs Targets.keypoints; load the data with keypoints (data.request_targets)"
+            )
         if not assignment.foreground.any() or max(len(t) for t in targets) == 0:
             return {"loss_keypoint": zero, "loss_visibility": zero}
         gt_keypoints = nn.utils.rnn.pad_sequence([t.keypoints.float() for t in targets], batch_first=True)
@@ -109,7 +115,12 @@ class PoseHead(DetectHead):
         target, labelled = target[has_keypoints], labelled[has_keypoints]
         batch_index, anchor_index = batch_index[has_keypoints], anchor_index[has_keypoints]
         boxes = gt_boxes[batch_index, gt_index[has_keypoints]]
-        area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=1.0)
+        if all(t.areas is not None for t in targets):
+            # The segment area COCO scores with, so training and evaluation share one tolerance.
+            areas = nn.utils.rnn.pad_sequence([t.areas.float() for t in targets], batch_first=True)
+            area = areas[batch_index, gt_index[has_keypoints]].clamp(min=1.0)
+        else:
+            area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=1.0)
         predicted = self.decode_keypoints(outputs)[batch_index, anchor_index]
         distance2 = (predicted - target[..., :2]).pow(2).sum(dim=-1)
         # COCO's OKS: exp(-d^2 / (2 * s^2 * k^2)) with s^2 the object area and k = 2 * sigma.

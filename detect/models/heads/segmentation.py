@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from detect.models.heads.assigner import Assignment
 from detect.models.heads.detection import DetectHead, DetectOutputs, pad_targets
 from detect.models.layers import conv_bn_act
 from detect.structures import Detections, FeatureSpec, Targets
@@ -21,6 +22,10 @@ class SegmentOutputs(DetectOutputs):
 
     mask_coefs: Tensor | None = None
     protos: Tensor | None = None
+
+
+def finest_stride(specs: list[FeatureSpec]) -> int:
+    return min(spec.stride for spec in specs)
 
 
 def crop_to_boxes(masks: Tensor, boxes: Tensor) -> Tensor:
@@ -44,6 +49,7 @@ class SegmentHead(DetectHead):
         num_classes: number of object classes.
         num_protos: prototype masks (and coefficients per anchor).
         proto_channels: width of the prototype branch (default: the finest level's channels).
+        proto_upsample: factor from the finest level to the prototypes (1: stride 8, 2: stride 4).
         mask_weight: weight of the mask loss.
         mask_thresh: probability above which a pixel belongs to the mask.
         **kwargs: :class:`DetectHead` arguments.
@@ -57,6 +63,7 @@ class SegmentHead(DetectHead):
         num_classes: int,
         num_protos: int = 32,
         proto_channels: int | None = None,
+        proto_upsample: int = 1,
         mask_weight: float = 6.0,
         mask_thresh: float = 0.5,
         **kwargs,
@@ -64,16 +71,22 @@ class SegmentHead(DetectHead):
         super().__init__(in_specs, num_classes, **kwargs)
         if num_protos < 1:
             raise ValueError(f"num_protos must be >= 1, got {num_protos}")
+        if proto_upsample not in (1, 2, 4) or finest_stride(self.specs) % proto_upsample:
+            raise ValueError(
+                f"proto_upsample must be 1, 2 or 4 (and divide the finest stride), got {proto_upsample}"
+            )
         finest = self.specs[0]
         proto_channels = proto_channels or max(finest.channels, 32)
-        self.proto_stride = finest.stride // 2
-        # Convolutions run at the finest level's resolution and only the last 1x1 result is upsampled:
-        # a 3x3 conv at stride 4 would cost about a third of the whole detector on CPU.
+        self.proto_stride = finest.stride // proto_upsample
+        # Convolutions run at the finest level's resolution and only the last 1x1 output is upsampled;
+        # masks are then upsampled again to the image at inference.
         self.protos = nn.Sequential(
             conv_bn_act(finest.channels, proto_channels, 3),
             conv_bn_act(proto_channels, proto_channels, 3),
             nn.Conv2d(proto_channels, num_protos, 1),
-            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            nn.Upsample(scale_factor=proto_upsample, mode="bilinear", align_corners=False)
+            if proto_upsample > 1
+            else nn.Identity(),
         )
         coef_hidden = max(min(spec.channels for spec in self.specs) // 4, num_protos)
         self.coef_branches = nn.ModuleList(
@@ -104,7 +117,7 @@ class SegmentHead(DetectHead):
         losses["loss_mask"] = self.mask_loss(outputs, targets, assignment) * self.mask_weight
         return losses
 
-    def mask_loss(self, outputs: SegmentOutputs, targets: list[Targets], assignment) -> Tensor:
+    def mask_loss(self, outputs: SegmentOutputs, targets: list[Targets], assignment: Assignment) -> Tensor:
         """Mean over positive anchors of the BCE inside the object's box, at prototype resolution."""
         protos = outputs.protos.float()
         proto_h, proto_w = protos.shape[-2:]
@@ -112,10 +125,15 @@ class SegmentHead(DetectHead):
         if not foreground.any():
             return (outputs.mask_coefs.sum() + protos.sum()) * 0.0
         if any(t.masks is None for t in targets):
-            raise ValueError("SegmentHead needs Targets.masks; load the data with masks (data.request_targets)")
-        gt_masks = nn.utils.rnn.pad_sequence([t.masks for t in targets], batch_first=True)
-        # Area-average the input-resolution masks down to the prototypes: soft targets at the edges.
-        gt_masks = F.adaptive_avg_pool2d(gt_masks.float(), (proto_h, proto_w))
+            raise ValueError(
+                "SegmentHead needs Targets.masks; load the data with masks (data.request_targets)"
+            )
+        # Area-average each image's masks down to the prototypes (soft targets at the edges) before
+        # padding, so that no (B, M, H, W) float tensor is ever made at input resolution.
+        gt_masks = nn.utils.rnn.pad_sequence(
+            [F.adaptive_avg_pool2d(t.masks[None].float(), (proto_h, proto_w))[0] for t in targets],
+            batch_first=True,
+        )
         gt_boxes, _, _ = pad_targets(targets, protos.device)
         batch_index, anchor_index = foreground.nonzero(as_tuple=True)
         gt_index = assignment.gt_index[batch_index, anchor_index]
@@ -140,9 +158,13 @@ class SegmentHead(DetectHead):
         for image, (detections, anchor_index) in enumerate(self._select(outputs, image_sizes)):
             height, width = image_sizes[image]
             protos = outputs.protos[image].float()
-            logits = (outputs.mask_coefs[image, anchor_index].float() @ protos.flatten(1)).view(-1, *protos.shape[-2:])
+            logits = (outputs.mask_coefs[image, anchor_index].float() @ protos.flatten(1)).view(
+                -1, *protos.shape[-2:]
+            )
             if len(detections):
-                logits = F.interpolate(logits[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+                logits = F.interpolate(
+                    logits[None], size=(height, width), mode="bilinear", align_corners=False
+                )[0]
                 masks = crop_to_boxes((logits.sigmoid() > self.mask_thresh).float(), detections.boxes) > 0
             else:
                 masks = torch.zeros((0, height, width), dtype=torch.bool, device=protos.device)

@@ -1,6 +1,6 @@
 """Building blocks shared by backbones, necks and heads."""
 
 from detect.models.layers.conv import conv_bn_act
-from detect.models.layers.csp import C2f, CSPBottleneck, SPPF
+from detect.models.layers.csp import SPPF, C2f, CSPBottleneck
 
 __all__ = ["C2f", "CSPBottleneck", "SPPF", "conv_bn_act"]

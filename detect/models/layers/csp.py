@@ -29,7 +29,9 @@ class C2f(nn.Module):
     this block trains well from scratch.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, num_blocks: int = 1, shortcut: bool = False) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, num_blocks: int = 1, shortcut: bool = False
+    ) -> None:
         super().__init__()
         if num_blocks < 1:
             raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")

@@ -16,11 +16,15 @@ class Neck(nn.Module):
         raise NotImplementedError
 
 
-def select_specs(in_specs: dict[str, FeatureSpec], in_features: tuple[str, ...] | list[str]) -> list[FeatureSpec]:
+def select_specs(
+    in_specs: dict[str, FeatureSpec], in_features: tuple[str, ...] | list[str]
+) -> list[FeatureSpec]:
     """Pick ``in_features`` from ``in_specs`` and check that their strides double from one to the next."""
     missing = [key for key in in_features if key not in in_specs]
     if missing:
-        raise ValueError(f"in_features {list(missing)} not produced by the backbone, which gives {list(in_specs)}")
+        raise ValueError(
+            f"in_features {list(missing)} not produced by the backbone, which gives {list(in_specs)}"
+        )
     specs = [in_specs[key] for key in in_features]
     for finer, coarser in zip(specs, specs[1:]):
         if coarser.stride != 2 * finer.stride:

@@ -40,7 +40,9 @@ class FPN(Neck):
         self.fpn = FeaturePyramidNetwork(
             [spec.channels for spec in specs], out_channels, norm_layer=nn.BatchNorm2d if norm else None
         )
-        self.out_specs = {key: FeatureSpec(out_channels, spec.stride) for key, spec in zip(self.in_features, specs)}
+        self.out_specs = {
+            key: FeatureSpec(out_channels, spec.stride) for key, spec in zip(self.in_features, specs)
+        }
 
     def forward(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
         return dict(self.fpn(OrderedDict((key, features[key]) for key in self.in_features)))

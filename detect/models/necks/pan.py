@@ -46,7 +46,9 @@ class PAN(Neck):
         self.top_down = nn.ModuleList(
             C2f(widths[i] + widths[i + 1], widths[i], num_blocks) for i in range(len(widths) - 1)
         )
-        self.downsample = nn.ModuleList(conv_bn_act(widths[i], widths[i], 3, stride=2) for i in range(len(widths) - 1))
+        self.downsample = nn.ModuleList(
+            conv_bn_act(widths[i], widths[i], 3, stride=2) for i in range(len(widths) - 1)
+        )
         # bottom_up[i] fuses level i+1 with the downsampled level i.
         self.bottom_up = nn.ModuleList(
             C2f(widths[i] + widths[i + 1], widths[i + 1], num_blocks) for i in range(len(widths) - 1)
@@ -60,5 +62,7 @@ class PAN(Neck):
         for i in range(len(levels) - 2, -1, -1):
             levels[i] = self.top_down[i](torch.cat([levels[i], self.upsample(levels[i + 1])], dim=1))
         for i in range(len(levels) - 1):
-            levels[i + 1] = self.bottom_up[i](torch.cat([self.downsample[i](levels[i]), levels[i + 1]], dim=1))
+            levels[i + 1] = self.bottom_up[i](
+                torch.cat([self.downsample[i](levels[i]), levels[i + 1]], dim=1)
+            )
         return dict(zip(self.in_features, levels))

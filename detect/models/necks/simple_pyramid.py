@@ -34,7 +34,9 @@ class SimpleFeaturePyramid(nn.Module):
         level_channels = {"p3": in_channels // 2, "p4": in_channels, "p5": in_channels}
         self.project = nn.ModuleDict(
             {
-                key: nn.Sequential(conv_bn_act(channels, out_channels, 1), conv_bn_act(out_channels, out_channels, 3))
+                key: nn.Sequential(
+                    conv_bn_act(channels, out_channels, 1), conv_bn_act(out_channels, out_channels, 3)
+                )
                 for key, channels in level_channels.items()
             }
         )
