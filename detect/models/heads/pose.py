@@ -27,15 +27,18 @@ class PoseHead(DetectHead):
     """The detect head plus a keypoint branch per level.
 
     A keypoint is predicted relative to its anchor, ``anchor + (2 * raw - 0.5) * stride`` as in
-    YOLO-Pose, so a stride-8 anchor reaches a few cells around itself. The loss is ``1 - OKS`` per
-    labelled keypoint (COCO's object keypoint similarity with the dataset's sigmas), plus a
-    visibility BCE, on the anchors the box assignment made positive for objects with keypoints.
+    YOLO-Pose. The loss per labelled keypoint is ``1 - OKS`` (COCO's object keypoint similarity with
+    the dataset's sigmas and the object's segment area) plus an L1 distance in units of the object's
+    size, with a visibility BCE, on the anchors the box assignment made positive for objects with
+    keypoints.
 
     Args:
         in_specs: the neck's ``out_specs``.
         num_classes: number of object classes.
         keypoints: names, skeleton and OKS sigmas, read from the dataset's categories.
-        keypoint_weight: weight of the OKS term.
+        keypoint_weight: weight of the keypoint term.
+        distance_weight: weight, inside the keypoint term, of the size-normalised L1 distance added
+            to ``1 - OKS``.
         visibility_weight: weight of the visibility term.
         **kwargs: :class:`DetectHead` arguments.
     """
@@ -48,6 +51,7 @@ class PoseHead(DetectHead):
         num_classes: int,
         keypoints: KeypointInfo | None = None,
         keypoint_weight: float = 12.0,
+        distance_weight: float = 1.0,
         visibility_weight: float = 1.0,
         **kwargs,
     ) -> None:
@@ -69,6 +73,7 @@ class PoseHead(DetectHead):
         )
         self.register_buffer("sigmas", torch.tensor(keypoints.sigmas, dtype=torch.float32), persistent=False)
         self.keypoint_weight = keypoint_weight
+        self.distance_weight = distance_weight
         self.visibility_weight = visibility_weight
 
     def forward(self, features: dict[str, Tensor]) -> PoseOutputs:
@@ -125,9 +130,15 @@ class PoseHead(DetectHead):
         distance2 = (predicted - target[..., :2]).pow(2).sum(dim=-1)
         # COCO's OKS: exp(-d^2 / (2 * s^2 * k^2)) with s^2 the object area and k = 2 * sigma.
         similarity = torch.exp(-distance2 / (2 * area[:, None] * (2 * self.sigmas) ** 2 + 1e-9))
+        # OKS alone has no gradient while a prediction is still far off (exp underflows), which is
+        # most of a short run for small objects; an L1 distance in units of the object's size keeps
+        # pulling until OKS takes over.
+        scale = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=1.0).sqrt()
+        distance = distance2.clamp(min=1e-9).sqrt() / scale[:, None]
+        per_keypoint = (1 - similarity) + self.distance_weight * distance
         # Normalise by how many keypoints are labelled, so sparsely labelled objects still count.
         factor = self.num_keypoints / labelled.sum(dim=1).clamp(min=1)
-        loss_keypoint = (factor * ((1 - similarity) * labelled).mean(dim=1)).mean()
+        loss_keypoint = (factor * (per_keypoint * labelled).mean(dim=1)).mean()
         visibility_logits = outputs.keypoint_logits[batch_index, anchor_index, :, 2].float()
         loss_visibility = F.binary_cross_entropy_with_logits(visibility_logits, labelled.float())
         return {
