@@ -12,6 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -69,18 +72,19 @@ def generate_shapes(root: str | Path, config: ShapesConfig = ShapesConfig()) -> 
     for split, count, split_seed in (("train", config.num_train, 0), ("val", config.num_val, 1)):
         image_dir = root / "images" / split
         image_dir.mkdir(parents=True, exist_ok=True)
+        jobs = [(config, split, split_seed, index, image_dir) for index in range(count)]
+        # Each image has its own seed, so the set is the same however many processes draw it.
+        workers = min(os.cpu_count() or 1, 8)
+        if workers > 1 and count >= 32:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                rendered = list(pool.map(_render_to_file, jobs, chunksize=16))
+        else:
+            rendered = [_render_to_file(job) for job in jobs]
         images, annotations = [], []
-        for index in range(count):
-            rng = np.random.default_rng([config.seed, split_seed, index])
-            image, objects = _render_image(rng, config)
-            image_id = index + 1
-            file_name = f"{split}_{image_id:06d}.jpg"
-            cv2.imwrite(str(image_dir / file_name), image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
-            images.append(
-                {"id": image_id, "file_name": file_name, "width": image.shape[1], "height": image.shape[0]}
-            )
+        for image, objects in rendered:
+            images.append(image)
             for obj in objects:
-                obj.update(id=len(annotations) + 1, image_id=image_id, iscrowd=0)
+                obj.update(id=len(annotations) + 1, image_id=image["id"], iscrowd=0)
                 annotations.append(obj)
         coco = {
             "info": {"description": f"detect synthetic shapes v{_VERSION}", **asdict(config)},
@@ -95,6 +99,16 @@ def generate_shapes(root: str | Path, config: ShapesConfig = ShapesConfig()) -> 
         "generated shapes dataset in %s (%d train, %d val images)", root, config.num_train, config.num_val
     )
     return root
+
+
+def _render_to_file(job: tuple[ShapesConfig, str, int, int, Path]) -> tuple[dict, list[dict]]:
+    config, split, split_seed, index, image_dir = job
+    rng = np.random.default_rng([config.seed, split_seed, index])
+    image, objects = _render_image(rng, config)
+    image_id = index + 1
+    file_name = f"{split}_{image_id:06d}.jpg"
+    cv2.imwrite(str(image_dir / file_name), image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
+    return {"id": image_id, "file_name": file_name, "width": image.shape[1], "height": image.shape[0]}, objects
 
 
 def _random_color(rng: np.random.Generator) -> np.ndarray:

@@ -138,3 +138,17 @@ def test_read_image_applies_exif_rotation(tmp_path: Path) -> None:
     exif[0x0112] = 6  # rotate 90 degrees clockwise on display
     Image.new("RGB", (40, 20)).save(path, exif=exif)
     assert read_image(path).shape == (40, 20, 3)
+
+
+def test_crowd_only_image_gives_empty_targets_with_masks(tmp_path: Path) -> None:
+    ann_file = write_set(
+        tmp_path,
+        {5: (80, 60)},
+        [{"id": 1, "image_id": 5, "category_id": 1, "bbox": [0, 0, 40, 30], "area": 1200, "iscrowd": 1,
+          "segmentation": {"size": [60, 80], "counts": [0, 1200, 3600]}}],
+        CATEGORIES,
+    )
+    data = CocoDetection(ann_file, tmp_path / "images", build_transforms(64), 64, load_masks=True, load_keypoints=True)
+    sample = data[0]
+    assert len(sample.targets) == 0 and sample.targets.masks.shape == (0, 64, 64)
+    assert sample.targets.keypoints.shape[0] == 0
