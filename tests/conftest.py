@@ -37,32 +37,33 @@ def tiny_shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_shapes(root, ShapesConfig(num_train=24, num_val=8, image_size=128, seed=3))
 
 
+def tiny_train_config(shapes_root: Path, output_dir: Path, extra: list[str] | None = None) -> DictConfig:
+    """A training config on a generated shapes set at 128 px, writing to ``output_dir``."""
+    cfg = compose_config(
+        [
+            "data=coco",
+            f"data.train_ann={shapes_root}/annotations/instances_train.json",
+            f"data.train_images={shapes_root}/images/train",
+            f"data.val_ann={shapes_root}/annotations/instances_val.json",
+            f"data.val_images={shapes_root}/images/val",
+            "data.image_size=128",
+            "data.batch_size=4",
+            "data.num_workers=0",
+            "data.cache_images=true",
+            "logger={}",
+            "num_visualizations=2",
+            *(extra or []),
+        ]
+    )
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
 @pytest.fixture()
 def train_cfg(tiny_shapes: Path, tmp_path: Path):
     """Compose a training config on the tiny set; call it with extra overrides."""
-
-    def make(extra: list[str] | None = None) -> DictConfig:
-        cfg = compose_config(
-            [
-                "data=coco",
-                f"data.train_ann={tiny_shapes}/annotations/instances_train.json",
-                f"data.train_images={tiny_shapes}/images/train",
-                f"data.val_ann={tiny_shapes}/annotations/instances_val.json",
-                f"data.val_images={tiny_shapes}/images/val",
-                "data.image_size=128",
-                "data.batch_size=4",
-                "data.num_workers=0",
-                "data.cache_images=true",
-                "logger={}",
-                "num_visualizations=2",
-                *(extra or []),
-            ]
-        )
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path / "run")
-        return cfg
-
-    return make
+    return lambda extra=None: tiny_train_config(tiny_shapes, tmp_path / "run", extra)
 
 
 @pytest.fixture(scope="session")

@@ -74,7 +74,9 @@ def test_unknown_option_lists_the_available_ones() -> None:
 
 def test_command_line_contract_names() -> None:
     """`backbone=timm backbone.name=...` and `head.*` overrides reach the model."""
-    cfg = compose_config(["backbone=timm", "backbone.name=convnext_atto", "head=segment", "head.num_protos=8"])
+    cfg = compose_config(
+        ["backbone=timm", "backbone.name=convnext_atto", "head=segment", "head.num_protos=8"]
+    )
     assert cfg.model.backbone.name == "convnext_atto" and cfg.model.head.num_protos == 8
     model = instantiate(cfg.model)(num_classes=2)
     assert model.head.coef_branches[0][-1].out_channels == 8

@@ -108,7 +108,12 @@ def _render_to_file(job: tuple[ShapesConfig, str, int, int, Path]) -> tuple[dict
     image_id = index + 1
     file_name = f"{split}_{image_id:06d}.jpg"
     cv2.imwrite(str(image_dir / file_name), image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
-    return {"id": image_id, "file_name": file_name, "width": image.shape[1], "height": image.shape[0]}, objects
+    return {
+        "id": image_id,
+        "file_name": file_name,
+        "width": image.shape[1],
+        "height": image.shape[0],
+    }, objects
 
 
 def _random_color(rng: np.random.Generator) -> np.ndarray:

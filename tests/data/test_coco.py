@@ -144,11 +144,22 @@ def test_crowd_only_image_gives_empty_targets_with_masks(tmp_path: Path) -> None
     ann_file = write_set(
         tmp_path,
         {5: (80, 60)},
-        [{"id": 1, "image_id": 5, "category_id": 1, "bbox": [0, 0, 40, 30], "area": 1200, "iscrowd": 1,
-          "segmentation": {"size": [60, 80], "counts": [0, 1200, 3600]}}],
+        [
+            {
+                "id": 1,
+                "image_id": 5,
+                "category_id": 1,
+                "bbox": [0, 0, 40, 30],
+                "area": 1200,
+                "iscrowd": 1,
+                "segmentation": {"size": [60, 80], "counts": [0, 1200, 3600]},
+            }
+        ],
         CATEGORIES,
     )
-    data = CocoDetection(ann_file, tmp_path / "images", build_transforms(64), 64, load_masks=True, load_keypoints=True)
+    data = CocoDetection(
+        ann_file, tmp_path / "images", build_transforms(64), 64, load_masks=True, load_keypoints=True
+    )
     sample = data[0]
     assert len(sample.targets) == 0 and sample.targets.masks.shape == (0, 64, 64)
     assert sample.targets.keypoints.shape[0] == 0

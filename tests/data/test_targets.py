@@ -107,7 +107,12 @@ def test_category_map_round_trip_keeps_keypoints_and_sigmas() -> None:
     from detect.data.coco import CategoryMap
 
     categories = [
-        {"id": 7, "name": "figure", "keypoints": ["head", "left_hand", "right_hand"], "skeleton": [[1, 2], [1, 3]]},
+        {
+            "id": 7,
+            "name": "figure",
+            "keypoints": ["head", "left_hand", "right_hand"],
+            "skeleton": [[1, 2], [1, 3]],
+        },
         {"id": 2, "name": "ball"},
     ]
     original = CategoryMap.from_coco(categories, keypoint_sigma=0.11)

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from detect.tasks import load_task, train
-from tests.conftest import REPO
+from tests.conftest import REPO, tiny_train_config
 
 
 @pytest.fixture(scope="module")
@@ -25,31 +25,8 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixture
 
 @pytest.fixture(scope="module")
 def train_cfg_module(tiny_shapes: Path, tmp_path_factory: pytest.TempPathFactory):
-    from omegaconf import open_dict
-
-    from tests.conftest import compose_config
-
-    def make(extra: list[str] | None = None):
-        cfg = compose_config(
-            [
-                "data=coco",
-                f"data.train_ann={tiny_shapes}/annotations/instances_train.json",
-                f"data.train_images={tiny_shapes}/images/train",
-                f"data.val_ann={tiny_shapes}/annotations/instances_val.json",
-                f"data.val_images={tiny_shapes}/images/val",
-                "data.image_size=128",
-                "data.batch_size=4",
-                "data.num_workers=0",
-                "logger={}",
-                "num_visualizations=2",
-                *(extra or []),
-            ]
-        )
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path_factory.mktemp("run"))
-        return cfg
-
-    return make
+    """Like ``train_cfg``, for module-scoped fixtures; every call gets its own run folder."""
+    return lambda extra=None: tiny_train_config(tiny_shapes, tmp_path_factory.mktemp("run"), extra)
 
 
 def test_fast_dev_run_writes_every_output(checkpoint: Path) -> None:

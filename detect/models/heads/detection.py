@@ -99,28 +99,25 @@ class DetectHead(Head):
         finest = min(spec.channels for spec in self.specs)
         box_hidden = box_hidden or max(16, finest // 4, 4 * reg_max)
         cls_hidden = cls_hidden or max(finest, min(num_classes, 100))
-        self.box_branches = nn.ModuleList(
-            nn.Sequential(
-                conv_bn_act(spec.channels, box_hidden, 3),
-                conv_bn_act(box_hidden, box_hidden, 3),
-                nn.Conv2d(box_hidden, 4 * reg_max, 1),
-            )
-            for spec in self.specs
-        )
-        self.cls_branches = nn.ModuleList(
-            nn.Sequential(
-                conv_bn_act(spec.channels, cls_hidden, 3),
-                conv_bn_act(cls_hidden, cls_hidden, 3),
-                nn.Conv2d(cls_hidden, num_classes, 1),
-            )
-            for spec in self.specs
-        )
+        self.box_branches = self.make_branches(box_hidden, 4 * reg_max)
+        self.cls_branches = self.make_branches(cls_hidden, num_classes)
         self.assigner = TaskAlignedAssigner(topk, alpha, beta)
         self.box_weight, self.cls_weight, self.dfl_weight = box_weight, cls_weight, dfl_weight
         self.score_thresh, self.nms_iou = score_thresh, nms_iou
         self.max_det, self.pre_nms_topk = max_det, pre_nms_topk
         self.register_buffer("bins", torch.arange(reg_max, dtype=torch.float32), persistent=False)
         self._init_biases()
+
+    def make_branches(self, hidden_channels: int, out_channels: int) -> nn.ModuleList:
+        """One branch per level: two 3x3 conv-BN-SiLU, then a 1x1 conv to ``out_channels``."""
+        return nn.ModuleList(
+            nn.Sequential(
+                conv_bn_act(spec.channels, hidden_channels, 3),
+                conv_bn_act(hidden_channels, hidden_channels, 3),
+                nn.Conv2d(hidden_channels, out_channels, 1),
+            )
+            for spec in self.specs
+        )
 
     def _init_biases(self) -> None:
         # Start near the prior of a handful of objects per 640 px image, so the first steps are not

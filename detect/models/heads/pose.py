@@ -10,7 +10,6 @@ from torch import Tensor, nn
 
 from detect.models.heads.assigner import Assignment
 from detect.models.heads.detection import DetectHead, DetectOutputs, pad_targets
-from detect.models.layers import conv_bn_act
 from detect.structures import Detections, FeatureSpec, KeypointInfo, Targets
 
 __all__ = ["PoseHead", "PoseOutputs"]
@@ -63,14 +62,7 @@ class PoseHead(DetectHead):
         self.keypoint_info = keypoints
         self.num_keypoints = len(keypoints)
         hidden = max(min(spec.channels for spec in self.specs) // 4, 3 * self.num_keypoints)
-        self.keypoint_branches = nn.ModuleList(
-            nn.Sequential(
-                conv_bn_act(spec.channels, hidden, 3),
-                conv_bn_act(hidden, hidden, 3),
-                nn.Conv2d(hidden, 3 * self.num_keypoints, 1),
-            )
-            for spec in self.specs
-        )
+        self.keypoint_branches = self.make_branches(hidden, 3 * self.num_keypoints)
         self.register_buffer("sigmas", torch.tensor(keypoints.sigmas, dtype=torch.float32), persistent=False)
         self.keypoint_weight = keypoint_weight
         self.distance_weight = distance_weight

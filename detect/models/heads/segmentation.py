@@ -89,14 +89,7 @@ class SegmentHead(DetectHead):
             else nn.Identity(),
         )
         coef_hidden = max(min(spec.channels for spec in self.specs) // 4, num_protos)
-        self.coef_branches = nn.ModuleList(
-            nn.Sequential(
-                conv_bn_act(spec.channels, coef_hidden, 3),
-                conv_bn_act(coef_hidden, coef_hidden, 3),
-                nn.Conv2d(coef_hidden, num_protos, 1),
-            )
-            for spec in self.specs
-        )
+        self.coef_branches = self.make_branches(coef_hidden, num_protos)
         self.mask_weight = mask_weight
         self.mask_thresh = mask_thresh
 
