@@ -273,7 +273,7 @@ class CocoDetection(Dataset):
             )
         keypoints_out = None
         if keypoints is not None:
-            keypoints_out = np.asarray(out["keypoints"], np.float32).reshape(len(anns), -1, 2)[kept]
+            keypoints_out = np.asarray(out["keypoints"], np.float32).reshape(keypoints.shape[:2] + (2,))[kept]
             visibility = keypoints[kept][..., 2].copy()
             out_h, out_w = image_out.shape[:2]
             inside = (

@@ -62,6 +62,12 @@ def predict(cfg: DictConfig) -> list[dict]:
     image_size = int(cfg.image_size or task.config.data.image_size)
     model.check_input_size(image_size, image_size)
     transform = build_transforms(image_size)
+
+    def letterbox(image: np.ndarray) -> dict:
+        return transform(
+            image=image, bboxes=np.zeros((0, 4)), labels=[], instances=[], keypoints=np.zeros((0, 2))
+        )
+
     output_dir = Path(cfg.paths.output_dir)
     drawn_dir = output_dir / "images"
     drawn_dir.mkdir(parents=True, exist_ok=True)
@@ -75,7 +81,7 @@ def predict(cfg: DictConfig) -> list[dict]:
             continue
         height, width = image.shape[:2]
         scale, offset = letterbox_params(height, width, image_size)
-        tensor = torch.from_numpy(transform(image=image, bboxes=np.zeros((0, 4)), labels=[])["image"])
+        tensor = torch.from_numpy(letterbox(image=image)["image"])
         tensor = tensor.permute(2, 0, 1).unsqueeze(0).to(device)
         (detections,) = model.postprocess(model(tensor), [(image_size, image_size)])
         detections = detections.rescale(ImageMeta(path.name, (height, width), scale, offset))
