@@ -62,8 +62,13 @@ def format_sweep(rows: list[dict], keys: tuple[str, ...] = ("bbox/AP", "bbox/AP5
     extra = [key for key in ("train_minutes", "params_M") if any(key in row for row in rows)]
     columns = list(keys) + extra
     rows = sorted(rows, key=lambda row: -(row.get(keys[0]) or 0.0))
+    # Overrides shared by every job say nothing about the differences: show them once, not per row.
+    shared = set.intersection(*(set(row["overrides"].split()) for row in rows)) if rows else set()
     lines = ["| job | overrides | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
     for row in rows:
         values = " | ".join(_fmt(row.get(column)) for column in columns)
-        lines.append(f"| {row['job']} | {row['overrides']} | {values} |")
+        varying = " ".join(item for item in row["overrides"].split() if item not in shared)
+        lines.append(f"| {row['job']} | {varying} | {values} |")
+    if shared:
+        lines.append(f"\nAll jobs: {' '.join(sorted(shared))}")
     return "\n".join(lines)

@@ -13,14 +13,14 @@ def test_sweep_table_ranks_jobs(tmp_path: Path) -> None:
     for job, ap, backbone in ((0, 0.2, "resnet18"), (1, 0.4, "vit_t")):
         folder = tmp_path / str(job)
         (folder / ".hydra").mkdir(parents=True)
-        (folder / ".hydra" / "overrides.yaml").write_text(f"- backbone={backbone}\n")
+        (folder / ".hydra" / "overrides.yaml").write_text(f"- backbone={backbone}\n- trainer.max_epochs=1\n")
         (folder / "metrics.json").write_text(
             json.dumps({"bbox/AP": ap, "bbox/AP50": ap + 0.2, "bbox/AP75": ap})
         )
     rows = collect_sweep(tmp_path)
     table = format_sweep(rows).splitlines()
-    assert len(table) == 4
-    assert "backbone=vit_t" in table[2] and "0.400" in table[2]
+    assert len(table) == 6 and table[-1] == "All jobs: trainer.max_epochs=1"
+    assert "backbone=vit_t" in table[2] and "0.400" in table[2] and "max_epochs" not in table[2]
     assert "backbone=resnet18" in table[3]
 
 
