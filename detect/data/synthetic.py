@@ -12,9 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -72,14 +69,8 @@ def generate_shapes(root: str | Path, config: ShapesConfig = ShapesConfig()) -> 
     for split, count, split_seed in (("train", config.num_train, 0), ("val", config.num_val, 1)):
         image_dir = root / "images" / split
         image_dir.mkdir(parents=True, exist_ok=True)
-        jobs = [(config, split, split_seed, index, image_dir) for index in range(count)]
-        # Each image has its own seed, so the set is the same however many processes draw it.
-        workers = min(os.cpu_count() or 1, 8)
-        if workers > 1 and count >= 32:
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                rendered = list(pool.map(_render_to_file, jobs, chunksize=16))
-        else:
-            rendered = [_render_to_file(job) for job in jobs]
+        # One process: worker processes were measured slower here, as each one re-imports torch.
+        rendered = [_render_to_file((config, split, split_seed, index, image_dir)) for index in range(count)]
         images, annotations = [], []
         for image, objects in rendered:
             images.append(image)
