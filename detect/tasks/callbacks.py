@@ -25,9 +25,12 @@ class _RampedEMA:
     def __init__(self, decay: float, tau: float) -> None:
         self.decay = decay
         self.tau = tau
+        # Set by the callback from the trainer's step count: reading AveragedModel's on-device
+        # counter here would cost a GPU->CPU sync every training step.
+        self.updates = 0
 
     def __call__(self, averaged: list[Tensor], current: list[Tensor], num_averaged: Tensor) -> None:
-        decay = self.decay * (1 - math.exp(-float(num_averaged) / self.tau))
+        decay = self.decay * (1 - math.exp(-self.updates / self.tau))
         if averaged[0].is_floating_point():
             torch._foreach_lerp_(averaged, current, 1 - decay)
         else:
@@ -45,7 +48,14 @@ class EMA(WeightAveraging):
     def __init__(self, decay: float = 0.9998, tau: float = 500.0) -> None:
         if not 0 <= decay < 1:
             raise ValueError(f"decay must be in [0, 1), got {decay}")
-        super().__init__(use_buffers=True, multi_avg_fn=_RampedEMA(decay, tau))
+        self._ramp = _RampedEMA(decay, tau)
+        super().__init__(use_buffers=True, multi_avg_fn=self._ramp)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._ramp.updates = trainer.global_step
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
 
 class EpochTimer(Callback):
