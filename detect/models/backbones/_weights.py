@@ -28,11 +28,21 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
 
-    def summary(self) -> str:
-        return (
+    def summary(self, examples: int = 3) -> str:
+        """Counts, and the first ``examples`` names of each kind that did not load."""
+        text = (
             f"loaded {len(self.loaded)}, missing {len(self.missing)}, unexpected {len(self.unexpected)}, "
             f"shape mismatch {len(self.mismatched)}"
         )
+        for label, names in (
+            ("missing", self.missing),
+            ("unexpected", self.unexpected),
+            ("mismatch", self.mismatched),
+        ):
+            if names and examples:
+                more = f" (+{len(names) - examples} more)" if len(names) > examples else ""
+                text += f"; {label}: {', '.join(names[:examples])}{more}"
+        return text
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:

@@ -23,6 +23,7 @@ class CSPDarknet(Backbone):
         width_multiple: scales channel widths (n: 0.25, s: 0.5, m: 0.75, l: 1.0).
         max_channels: cap on any stage's width before scaling (n/s: 1024, m: 768, l: 512).
         out_features: which of ``p3``, ``p4``, ``p5`` to return.
+        freeze_at: freeze the stem and this many stages (0: stem only; null: train everything).
 
     >>> backbone = CSPDarknet(0.33, 0.25)
     >>> {k: (s.channels, s.stride) for k, s in backbone.out_specs.items()}
@@ -35,6 +36,7 @@ class CSPDarknet(Backbone):
         width_multiple: float = 0.25,
         max_channels: int = 1024,
         out_features: tuple[str, ...] = ("p3", "p4", "p5"),
+        freeze_at: int | None = None,
     ) -> None:
         super().__init__()
         if not 0 < depth_multiple <= 2 or not 0 < width_multiple <= 2:
@@ -66,6 +68,10 @@ class CSPDarknet(Backbone):
             in_channels = out_channels
         self.out_features = tuple(out_features)
         self._set_out_specs({key: specs[key] for key in self.out_features})
+        self.freeze(freeze_at)
+
+    def stage_prefixes(self) -> list[list[str]]:
+        return [["stem"]] + [[f"stages.{index}"] for index in range(len(self.stages))]
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         x = self.stem(images)

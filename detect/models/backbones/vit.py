@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import timm
+from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor
 
-from detect.models.backbones._weights import load_matching, read_state_dict
+from detect.models.backbones._weights import LoadReport, load_matching, read_state_dict, strip_prefixes
 from detect.models.backbones.base import Backbone
+from detect.models.backbones.hub import timm_pretrained
 from detect.models.necks.simple_pyramid import SimpleFeaturePyramid
 from detect.structures import FeatureSpec
 
@@ -26,7 +29,11 @@ class ViT(Backbone):
         patch_size: side of the square patches; the trunk's stride.
         pyramid_channels: channels of each output level.
         drop_path_rate: stochastic depth at the last block.
-        weights: local file (timm/DeiT state dict) to initialise the trunk from.
+        weights: local file (timm/DeiT state dict) to initialise the trunk from; position
+            embeddings of another grid size are resampled.
+        pretrained: load ``hub_name``'s ImageNet weights from timm's hub.
+        hub_name: the timm model whose weights ``pretrained`` loads (same width, depth and heads).
+        freeze_at: freeze the patch embedding and this many blocks (0: embedding only; null: none).
     """
 
     def __init__(
@@ -38,6 +45,9 @@ class ViT(Backbone):
         pyramid_channels: int = 128,
         drop_path_rate: float = 0.0,
         weights: str | None = None,
+        pretrained: bool = False,
+        hub_name: str | None = None,
+        freeze_at: int | None = None,
     ) -> None:
         super().__init__()
         if patch_size != 16:
@@ -58,10 +68,37 @@ class ViT(Backbone):
             dynamic_img_size=True,
             drop_path_rate=drop_path_rate,
         )
+        self.load_report = None
+        if pretrained:
+            if not hub_name:
+                raise ValueError(
+                    "backbone.pretrained=true needs backbone.hub_name, e.g. deit_small_patch16_224"
+                )
+            with timm_pretrained(hub_name, pretrained=True):
+                source = timm.create_model(hub_name, pretrained=True, num_classes=0)
+            self.load_report = self.load_state_dict_resized(source.state_dict(), name=hub_name)
         if weights:
-            load_matching(self.trunk, read_state_dict(weights), name=weights)
+            self.load_report = self.load_state_dict_resized(read_state_dict(weights), name=weights)
         self.pyramid = SimpleFeaturePyramid(embed_dim, pyramid_channels)
         self._set_out_specs({f"p{level}": FeatureSpec(pyramid_channels, 2**level) for level in (3, 4, 5)})
+        self.freeze(freeze_at)
+
+    def load_state_dict_resized(self, state_dict: dict[str, Tensor], name: str = "") -> LoadReport:
+        """Load trunk weights, resampling position embeddings trained at another resolution."""
+        state_dict = strip_prefixes(state_dict, set(self.trunk.state_dict()))
+        own = self.trunk.pos_embed
+        theirs = state_dict.get("pos_embed")
+        if theirs is not None and theirs.shape != own.shape:
+            prefix = self.trunk.num_prefix_tokens
+            grid = self.trunk.patch_embed.grid_size
+            state_dict["pos_embed"] = resample_abs_pos_embed(
+                theirs, new_size=list(grid), num_prefix_tokens=prefix
+            )
+        return load_matching(self.trunk, state_dict, name=name)
+
+    def stage_prefixes(self) -> list[list[str]]:
+        stem = ["trunk.patch_embed", "trunk.cls_token", "trunk.pos_embed"]
+        return [stem] + [[f"trunk.blocks.{index}"] for index in range(len(self.trunk.blocks))]
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         (tokens,) = self.trunk.forward_intermediates(
