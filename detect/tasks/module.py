@@ -9,32 +9,17 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from torch import Tensor, nn
+from torch import Tensor
 
 from detect.data.coco import CategoryMap
 from detect.eval.coco import CocoEvaluator
 from detect.models.detector import Detector
 from detect.structures import Batch, Detections
+from detect.tasks.optim import parameter_groups
 
-__all__ = ["DetectionTask", "parameter_groups"]
+__all__ = ["DetectionTask"]
 
 log = logging.getLogger(__name__)
-
-
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on conv/linear weights only; none on norms, biases, embeddings and tokens."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        if param.ndim <= 1 or name.endswith((".bias", "pos_embed", "cls_token", "reg_token")):
-            no_decay.append(param)
-        else:
-            decay.append(param)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
 
 
 class DetectionTask(L.LightningModule):
@@ -129,8 +114,14 @@ class DetectionTask(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         optim_cfg = OmegaConf.to_container(self.config.optim, resolve=True)
-        weight_decay = optim_cfg.pop("weight_decay", 0.0)
-        optimizer = instantiate(optim_cfg)(parameter_groups(self.model, weight_decay))
+        groups = parameter_groups(
+            self.model,
+            weight_decay=optim_cfg.pop("weight_decay", 0.0),
+            lr=optim_cfg["lr"],
+            backbone_lr_mult=optim_cfg.pop("backbone_lr_mult", 1.0),
+            layer_decay=optim_cfg.pop("layer_decay", None),
+        )
+        optimizer = instantiate(optim_cfg)(groups)
         scheduler = instantiate(self.config.sched)(
             optimizer, total_steps=int(self.trainer.estimated_stepping_batches)
         )

@@ -20,6 +20,7 @@ from detect.data.coco import read_image
 from detect.eval.coco import results_to_detections
 from detect.eval.tables import format_metrics
 from detect.tasks.callbacks import EpochTimer
+from detect.tasks.checkpoint import warm_start
 from detect.tasks.module import DetectionTask
 from detect.tasks.visualize import draw_detections
 
@@ -102,6 +103,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     config = OmegaConf.to_container(cfg, resolve=True)
     task = DetectionTask(config=config, categories=categories)
     task.model.check_input_size(cfg.data.image_size, cfg.data.image_size)
+    if cfg.get("init_from"):
+        report = warm_start(task.model, cfg.init_from)
+        print(f"init_from {cfg.init_from}: {report.summary()}")
     fields = task.model.head.target_fields
     datamodule.request_targets(masks="masks" in fields, keypoints="keypoints" in fields)
     trainer = build_trainer(cfg)
