@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+import yaml
+
 __all__ = ["collect_sweep", "format_metrics", "format_sweep"]
 
 _SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -52,9 +54,29 @@ def collect_sweep(sweep_dir: str | Path) -> list[dict]:
                 if line.startswith("- ")
             ]
         rows.append(
-            {"job": job_dir.name, "overrides": " ".join(overrides), **json.loads(metrics_file.read_text())}
+            {
+                "job": job_dir.name,
+                "overrides": " ".join(overrides),
+                **_job_config(job_dir),
+                **json.loads(metrics_file.read_text()),
+            }
         )
     return rows
+
+
+def _job_config(job_dir: Path) -> dict:
+    """The group choices (``backbone``, ``neck``, ``head`` ...) and image size a Hydra job ran with."""
+    found: dict = {}
+    hydra_file = job_dir / ".hydra" / "hydra.yaml"
+    if hydra_file.is_file():
+        choices = (yaml.safe_load(hydra_file.read_text()) or {}).get("hydra", {}).get("runtime", {})
+        found["choices"] = {key: str(value) for key, value in (choices.get("choices") or {}).items()}
+    config_file = job_dir / ".hydra" / "config.yaml"
+    if config_file.is_file():
+        size = ((yaml.safe_load(config_file.read_text()) or {}).get("data") or {}).get("image_size")
+        if isinstance(size, int):
+            found["image_size"] = size
+    return found
 
 
 def format_sweep(rows: list[dict], keys: tuple[str, ...] = ("bbox/AP", "bbox/AP50", "bbox/AP75")) -> str:

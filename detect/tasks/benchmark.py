@@ -1,9 +1,13 @@
 """Speed, FLOPs and parameter counts of backbone x neck x head combinations, measured one way for all.
 
 Method (``../shared/BENCHMARKING.md``): batch 1 inference in ``inference_mode`` after warm-up,
-at least ``runs`` timed calls and ``min_seconds`` of timing, median and p90 reported; FLOPs from
-``torch.utils.flop_counter`` (2 per multiply-add). Training throughput times whole optimizer steps
-(forward, loss, backward, AdamW) on random images with a few boxes each.
+Conv+BN folded where a BatchNorm follows its conv in a Sequential,
+at least ``runs`` timed calls and ``min_seconds`` of timing, median and p90 reported, for the
+network alone (forward) and for the whole predict path (forward, decoding, NMS); on a GPU also
+under bf16 autocast. FLOPs from ``torch.utils.flop_counter`` (2 per multiply-add). Peak memory of
+one predict call: ``torch.cuda.max_memory_allocated`` on a GPU, on a CPU the peak of live
+parameters, buffers and activations traced by torch's ``MemTracker``. Training throughput times
+whole optimizer steps (forward, loss, backward, AdamW) on random images with a few boxes each.
 """
 
 from __future__ import annotations
@@ -25,8 +29,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.flop_counter import FlopCounterMode
 
+from detect.eval.tables import collect_sweep
 from detect.models.detector import Detector
+from detect.models.fuse import fuse_conv_bn
 from detect.structures import Targets
+from detect.tasks.charts import accuracy_chart, speed_chart
 
 __all__ = ["benchmark", "build_model", "time_call"]
 
@@ -59,26 +66,82 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+def _synchronized(function: Callable[[], Any], device: torch.device) -> Callable[[], Any]:
+    if device.type != "cuda":
+        return function
+
+    def call() -> Any:
+        result = function()
+        torch.cuda.synchronize()
+        return result
+
+    return call
+
+
+def peak_memory_mb(function: Callable[[], Any], model: torch.nn.Module, device: torch.device) -> float | None:
+    """Peak memory of one call of ``function`` in MiB (parameters included); None if it cannot be traced."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        function()
+        torch.cuda.synchronize()
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    try:  # a private torch tool: if a release moves it, the column is left empty rather than wrong
+        from torch.distributed._tools.mem_tracker import MemTracker
+
+        # The tracker hooks every parameter's gradient, which frozen parameters refuse.
+        frozen = [param for param in model.parameters() if not param.requires_grad]
+        for param in frozen:
+            param.requires_grad_(True)
+        try:
+            tracker = MemTracker()
+            tracker.track_external(model)
+            with tracker:
+                function()
+        finally:
+            for param in frozen:
+                param.requires_grad_(False)
+        peak = tracker.get_tracker_snapshot("peak")
+        return round(sum(per_device["Total"] for per_device in peak.values()) / 2**20, 1)
+    except Exception as error:  # noqa: BLE001 - any failure only means "not measured"
+        log.warning("peak memory not measured: %s", error)
+        return None
+
+
+def _timings(prefix: str, forward: list[float], predict: list[float]) -> dict[str, float]:
+    return {
+        f"{prefix}forward_ms": round(statistics.median(forward) * 1e3, 1),
+        f"{prefix}forward_p90_ms": round(_percentile(forward, 0.9) * 1e3, 1),
+        f"{prefix}predict_ms": round(statistics.median(predict) * 1e3, 1),
+        f"{prefix}predict_p90_ms": round(_percentile(predict, 0.9) * 1e3, 1),
+    }
+
+
 def _inference_row(model: Detector, size: int, cfg: DictConfig, device: torch.device) -> dict[str, Any]:
-    model = model.eval().to(device).to(memory_format=torch.channels_last)
+    model = model.eval()
+    if cfg.get("fuse", True):
+        fuse_conv_bn(model)
+    model = model.to(device).to(memory_format=torch.channels_last)
     images = torch.rand(1, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    row: dict[str, Any] = {}
     with torch.inference_mode():
         with FlopCounterMode(display=False) as counter:
             model(images)
-        forward = time_call(lambda: model(images), cfg.warmup, cfg.runs, cfg.min_seconds)
-        predict = time_call(
-            lambda: model.postprocess(model(images), [(size, size)]), cfg.warmup, cfg.runs, cfg.min_seconds
-        )
-    gflops = counter.get_total_flops() / 1e9
-    median = statistics.median(forward)
-    return {
-        "gflops": round(gflops, 2),
-        "forward_ms": round(median * 1e3, 1),
-        "forward_p90_ms": round(_percentile(forward, 0.9) * 1e3, 1),
-        "predict_ms": round(statistics.median(predict) * 1e3, 1),
-        "predict_p90_ms": round(_percentile(predict, 0.9) * 1e3, 1),
-        "achieved_gflops_per_s": round(gflops / median, 1),
-    }
+        forward_call = _synchronized(lambda: model(images), device)
+        predict_call = _synchronized(lambda: model.postprocess(model(images), [(size, size)]), device)
+        forward = time_call(forward_call, cfg.warmup, cfg.runs, cfg.min_seconds)
+        predict = time_call(predict_call, cfg.warmup, cfg.runs, cfg.min_seconds)
+        gflops = counter.get_total_flops() / 1e9
+        row["gflops"] = round(gflops, 2)
+        row |= _timings("", forward, predict)
+        row["achieved_gflops_per_s"] = round(gflops / statistics.median(forward), 1)
+        row["peak_mem_MB"] = peak_memory_mb(predict_call, model, device)
+        if device.type == "cuda" and cfg.get("amp", True):
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                forward = time_call(forward_call, cfg.warmup, cfg.runs, cfg.min_seconds)
+                predict = time_call(predict_call, cfg.warmup, cfg.runs, cfg.min_seconds)
+            row |= _timings("amp_", forward, predict)
+    return row
 
 
 def _train_row(
@@ -122,15 +185,19 @@ def _main_config_dir() -> str:
 
 
 def benchmark(cfg: DictConfig) -> list[dict[str, Any]]:
-    """Measure every combination in ``cfg``; write ``benchmark.md`` and ``benchmark.csv``."""
+    """Measure every combination in ``cfg``; write ``benchmark.md``, ``benchmark.csv`` and charts."""
     torch.set_num_threads(cfg.threads)
     if cfg.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
         device = torch.device(cfg.device)
     conf_dir = str(Path(cfg.conf_dir or _main_config_dir()).resolve())
-    rows = []
-    for backbone, neck, head, size in itertools.product(cfg.backbones, cfg.necks, cfg.heads, cfg.image_sizes):
+    output_dir = Path(cfg.paths.output_dir)
+    machine = machine_line(device, cfg.threads)
+    combinations = list(itertools.product(cfg.backbones, cfg.necks, cfg.heads, cfg.image_sizes))
+    total = len(combinations)
+    rows: list[dict[str, Any]] = []
+    for backbone, neck, head, size in combinations:
         torch.manual_seed(0)
         model = build_model(conf_dir, backbone, neck, head, cfg.num_classes)
         row: dict[str, Any] = {
@@ -146,22 +213,49 @@ def benchmark(cfg: DictConfig) -> list[dict[str, Any]]:
                 row |= _train_row(
                     build_model(conf_dir, backbone, neck, head, cfg.num_classes), size, cfg, device, bf16
                 )
-        log.info("%s", row)
-        print(row, flush=True)
         rows.append(row)
-    output_dir = Path(cfg.paths.output_dir)
+        print(f"[{len(rows)}/{total}] {row}", flush=True)
+        # Written after every row, so a long run that is stopped keeps what it measured.
+        write_tables(rows, output_dir, machine, quiet=True)
+    write_tables(rows, output_dir, machine)
+    chart = speed_chart(rows, output_dir / "benchmark.png")
+    if chart:
+        print(f"chart: {chart}")
+    if cfg.get("sweep_dir"):
+        chart = accuracy_chart(rows, collect_sweep(cfg.sweep_dir), output_dir / "accuracy_latency.png")
+        if chart:
+            print(f"accuracy vs latency: {chart}")
+    return rows
+
+
+def machine_line(device: torch.device, threads: int) -> str:
+    """What the numbers were measured on: CPU model, threads, torch version and device."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""
+    return f"{cpu}, {threads} threads, torch {torch.__version__}, device {device}{gpu}"
+
+
+def write_tables(rows: list[dict[str, Any]], output_dir: Path, machine: str, quiet: bool = False) -> None:
+    """``benchmark.csv`` and ``benchmark.md`` (with the machine line) in ``output_dir``; prints the table."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    machine = (
-        f"{platform.processor() or platform.machine()}, {cfg.threads} threads, torch {torch.__version__}, "
-        f"device {device}" + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else "")
-    )
-    columns = list(rows[0]) if rows else []
+    columns = list(dict.fromkeys(key for row in rows for key in row))
     with open(output_dir / "benchmark.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
     lines = [f"Machine: {machine}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
     (output_dir / "benchmark.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return rows
+    if not quiet:
+        print("\n".join(lines))
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)
