@@ -32,9 +32,16 @@ def make_targets(boxes: list[list[float]], labels: list[int], size: int = 128) -
     return Targets(box_tensor, torch.tensor(labels, dtype=torch.long), masks=masks, keypoints=keypoints)
 
 
+# The whole catalogue runs in the full suite; the fast part keeps one light backbone per adapter.
+FAST_BACKBONES = {"cspdarknet_n", "resnet18", "mobilenet_v3_small", "vit_t", "timm"}
+BACKBONES = [
+    name if name in FAST_BACKBONES else pytest.param(name, marks=pytest.mark.slow) for name in options("backbone")
+]
+
+
 @pytest.mark.parametrize("head", options("head"))
 @pytest.mark.parametrize("neck", options("neck"))
-@pytest.mark.parametrize("backbone", options("backbone"))
+@pytest.mark.parametrize("backbone", BACKBONES)
 def test_compose_forward_loss_backward(backbone: str, neck: str, head: str) -> None:
     model = build(backbone, neck, head)
     images = torch.rand(2, 3, 128, 128)

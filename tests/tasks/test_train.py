@@ -8,9 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
 from detect.tasks import load_task, train
+from detect.tasks.checkpoint import warm_start
+from detect.tasks.module import DetectionTask
 from tests.conftest import REPO, tiny_train_config
 
 
@@ -124,6 +127,39 @@ def test_first_errors_are_one_line(tmp_path: Path) -> None:
         and "missing.json" in result.stderr
     )
     assert "Traceback" not in result.stderr
+
+
+PERSON = [{"id": 1, "name": "person", "keypoints": ["a", "b"], "skeleton": [[1, 2]]}]
+
+
+def test_warm_start_from_a_detect_checkpoint_into_a_pose_model(checkpoint: Path, train_cfg_module) -> None:
+    """Backbone and neck come from the checkpoint; what does not fit stays fresh and is reported."""
+    cfg = train_cfg_module(["head=pose"])
+    task = DetectionTask(OmegaConf.to_container(cfg, resolve=True), PERSON)
+    report = warm_start(task.model, checkpoint)
+    assert any("keypoint_branches" in key for key in report.missing)
+    # One class instead of seven: the last class conv does not fit.
+    assert any(key.startswith("head.cls_branches") for key in report.mismatched)
+    source = load_task(checkpoint).model.state_dict()
+    own = task.model.state_dict()
+    kept = [key for key in own if key.startswith(("backbone.", "neck."))]
+    assert kept and all(torch.equal(own[key], source[key]) for key in kept)
+    assert set(report.loaded) >= set(kept)
+
+
+def test_training_starts_from_init_from_and_prints_the_report(
+    checkpoint: Path, train_cfg_module, capsys
+) -> None:
+    cfg = train_cfg_module(["head=pose", f"init_from={checkpoint}", "trainer.fast_dev_run=true"])
+    train(cfg)
+    assert "init_from" in capsys.readouterr().out
+
+
+def test_warm_start_refuses_an_unrelated_file(tmp_path: Path, train_cfg_module) -> None:
+    torch.save({"something.else": torch.zeros(3)}, tmp_path / "other.pt")
+    task = DetectionTask(OmegaConf.to_container(train_cfg_module(), resolve=True), [{"id": 1, "name": "a"}])
+    with pytest.raises(ValueError, match="nothing in"):
+        warm_start(task.model, tmp_path / "other.pt")
 
 
 def test_wrong_input_size_says_which_multiple(train_cfg_module) -> None:

@@ -1,0 +1,31 @@
+"""Conv+BN folding keeps the outputs."""
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from detect.models.fuse import fuse_conv_bn
+from tests.conftest import compose_config
+
+
+@pytest.mark.parametrize("backbone", ["cspdarknet_n", "mobilenet_v3_small"])
+def test_fused_model_predicts_the_same(backbone: str) -> None:
+    model = instantiate(compose_config([f"backbone={backbone}"]).model)(num_classes=3)
+    # Non-trivial statistics, so that folding has something to fold.
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.rand(2, 3, 64, 64) * 3)
+    model.eval()
+    images = torch.rand(1, 3, 96, 96)
+    with torch.no_grad():
+        before = model(images)
+        assert fuse_conv_bn(model) > 10
+        after = model(images)
+    torch.testing.assert_close(after.cls_logits, before.cls_logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(after.box_logits, before.box_logits, atol=1e-4, rtol=1e-4)
+
+
+def test_fusing_a_training_model_is_refused() -> None:
+    with pytest.raises(ValueError, match="eval"):
+        fuse_conv_bn(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)))
