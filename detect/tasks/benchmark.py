@@ -117,18 +117,26 @@ def _timings(prefix: str, forward: list[float], predict: list[float]) -> dict[st
     }
 
 
+def _amp_enabled(amp: str | bool, device: torch.device) -> bool:
+    """``auto``: bf16 autocast timings on a GPU only; ``true``/``false`` force them on or off."""
+    if amp == "auto":
+        return device.type == "cuda"
+    return bool(amp)
+
+
 def _inference_row(model: Detector, size: int, cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     model = model.eval()
     if cfg.get("fuse", True):
         fuse_conv_bn(model)
     model = model.to(device).to(memory_format=torch.channels_last)
-    images = torch.rand(1, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    batch = int(cfg.get("batch", 1))
+    images = torch.rand(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
     row: dict[str, Any] = {}
     with torch.inference_mode():
         with FlopCounterMode(display=False) as counter:
             model(images)
         forward_call = _synchronized(lambda: model(images), device)
-        predict_call = _synchronized(lambda: model.postprocess(model(images), [(size, size)]), device)
+        predict_call = _synchronized(lambda: model.postprocess(model(images), [(size, size)] * batch), device)
         forward = time_call(forward_call, cfg.warmup, cfg.runs, cfg.min_seconds)
         predict = time_call(predict_call, cfg.warmup, cfg.runs, cfg.min_seconds)
         gflops = counter.get_total_flops() / 1e9
@@ -136,8 +144,8 @@ def _inference_row(model: Detector, size: int, cfg: DictConfig, device: torch.de
         row |= _timings("", forward, predict)
         row["achieved_gflops_per_s"] = round(gflops / statistics.median(forward), 1)
         row["peak_mem_MB"] = peak_memory_mb(predict_call, model, device)
-        if device.type == "cuda" and cfg.get("amp", True):
-            with torch.autocast("cuda", dtype=torch.bfloat16):
+        if _amp_enabled(cfg.get("amp", "auto"), device):
+            with torch.autocast(device.type, dtype=torch.bfloat16):
                 forward = time_call(forward_call, cfg.warmup, cfg.runs, cfg.min_seconds)
                 predict = time_call(predict_call, cfg.warmup, cfg.runs, cfg.min_seconds)
             row |= _timings("amp_", forward, predict)

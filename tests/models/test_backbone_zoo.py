@@ -265,6 +265,16 @@ def test_vit_position_embeddings_are_resampled(tmp_path: Path) -> None:
     assert torch.equal(vit.trunk.blocks[1].mlp.fc1.weight, source.blocks[1].mlp.fc1.weight)
 
 
+def test_timm_vit_weights_from_a_plain_timm_file(tmp_path: Path) -> None:
+    import timm
+
+    source = timm.create_model("vit_tiny_patch16_384", num_classes=0)
+    save_file(source.state_dict(), str(tmp_path / "vit384.safetensors"))
+    backbone = TimmBackbone("vit_tiny_patch16_224", weights=str(tmp_path / "vit384.safetensors"))
+    assert not backbone.load_report.mismatched and not backbone.load_report.unexpected
+    assert torch.equal(backbone.body.model.blocks[3].attn.qkv.weight, source.blocks[3].attn.qkv.weight)
+
+
 @pytest.mark.parametrize(
     "make",
     [

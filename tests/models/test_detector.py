@@ -35,7 +35,8 @@ def make_targets(boxes: list[list[float]], labels: list[int], size: int = 128) -
 # The whole catalogue runs in the full suite; the fast part keeps one light backbone per adapter.
 FAST_BACKBONES = {"cspdarknet_n", "resnet18", "mobilenet_v3_small", "vit_t", "timm"}
 BACKBONES = [
-    name if name in FAST_BACKBONES else pytest.param(name, marks=pytest.mark.slow) for name in options("backbone")
+    name if name in FAST_BACKBONES else pytest.param(name, marks=pytest.mark.slow)
+    for name in options("backbone")
 ]
 
 

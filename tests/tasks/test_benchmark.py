@@ -56,6 +56,14 @@ def test_benchmark_writes_table_csv_and_chart(bench_cfg) -> None:
     assert (out / "benchmark.png").stat().st_size > 1000
 
 
+def test_benchmark_batch_and_bf16_columns(bench_cfg) -> None:
+    bench_cfg.necks = ["pan"]
+    bench_cfg.batch = 2
+    bench_cfg.amp = True
+    (row,) = benchmark(bench_cfg)
+    assert row["amp_forward_ms"] > 0 and row["amp_predict_ms"] > 0
+
+
 def _fake_job(root: Path, name: str, backbone: str, neck: str, ap: float) -> None:
     job = root / name
     (job / ".hydra").mkdir(parents=True)

@@ -102,3 +102,23 @@ def load_matching(module: nn.Module, state_dict: dict[str, Tensor], name: str = 
     module.load_state_dict(to_load, strict=False)
     log.info("weights %s: %s", name, report.summary())
     return report
+
+
+def resample_pos_embed(state_dict: dict[str, Tensor], module: nn.Module) -> dict[str, Tensor]:
+    """Resample a ViT's absolute position embeddings in ``state_dict`` to ``module``'s patch grid.
+
+    Weights trained at another resolution (384 px, a 24x24 grid) then load into a 224 px model
+    (14x14); ``module`` is a timm ViT-like model with ``pos_embed``, ``patch_embed.grid_size`` and
+    ``num_prefix_tokens``. Anything else is returned unchanged.
+    """
+    theirs = state_dict.get("pos_embed")
+    own = getattr(module, "pos_embed", None)
+    grid = getattr(getattr(module, "patch_embed", None), "grid_size", None)
+    if theirs is None or own is None or grid is None or theirs.shape == own.shape:
+        return state_dict
+    from timm.layers import resample_abs_pos_embed
+
+    prefix = getattr(module, "num_prefix_tokens", 1)
+    resampled = resample_abs_pos_embed(theirs, new_size=list(grid), num_prefix_tokens=prefix)
+    log.info("position embeddings resampled from %s to %s", tuple(theirs.shape), tuple(resampled.shape))
+    return {**state_dict, "pos_embed": resampled}

@@ -8,7 +8,12 @@ import timm
 import torch
 from torch import Tensor
 
-from detect.models.backbones._weights import load_matching, read_state_dict
+from detect.models.backbones._weights import (
+    load_matching,
+    read_state_dict,
+    resample_pos_embed,
+    strip_prefixes,
+)
 from detect.models.backbones.base import Backbone
 from detect.models.backbones.hub import timm_pretrained
 from detect.models.necks.simple_pyramid import SimpleFeaturePyramid
@@ -67,7 +72,10 @@ class TimmBackbone(Backbone):
         self.body = _create(name, pretrained, dict(model_kwargs or {}))
         self.load_report = None
         if weights:
-            self.load_report = load_matching(self.body, read_state_dict(weights), name=weights)
+            # Wrapped models (ViT-like) hold the original model, whose names a timm file uses.
+            target = getattr(self.body, "model", self.body)
+            state_dict = strip_prefixes(read_state_dict(weights), set(target.state_dict()))
+            self.load_report = load_matching(target, resample_pos_embed(state_dict, target), name=weights)
         reductions = self.body.feature_info.reduction()
         channels = self.body.feature_info.channels()
         self.nhwc = self._emits_nhwc(channels)

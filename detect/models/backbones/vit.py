@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import timm
-from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor
 
-from detect.models.backbones._weights import LoadReport, load_matching, read_state_dict, strip_prefixes
+from detect.models.backbones._weights import (
+    LoadReport,
+    load_matching,
+    read_state_dict,
+    resample_pos_embed,
+    strip_prefixes,
+)
 from detect.models.backbones.base import Backbone
 from detect.models.backbones.hub import timm_pretrained
 from detect.models.necks.simple_pyramid import SimpleFeaturePyramid
@@ -86,15 +91,7 @@ class ViT(Backbone):
     def load_state_dict_resized(self, state_dict: dict[str, Tensor], name: str = "") -> LoadReport:
         """Load trunk weights, resampling position embeddings trained at another resolution."""
         state_dict = strip_prefixes(state_dict, set(self.trunk.state_dict()))
-        own = self.trunk.pos_embed
-        theirs = state_dict.get("pos_embed")
-        if theirs is not None and theirs.shape != own.shape:
-            prefix = self.trunk.num_prefix_tokens
-            grid = self.trunk.patch_embed.grid_size
-            state_dict["pos_embed"] = resample_abs_pos_embed(
-                theirs, new_size=list(grid), num_prefix_tokens=prefix
-            )
-        return load_matching(self.trunk, state_dict, name=name)
+        return load_matching(self.trunk, resample_pos_embed(state_dict, self.trunk), name=name)
 
     def stage_prefixes(self) -> list[list[str]]:
         stem = ["trunk.patch_embed", "trunk.cls_token", "trunk.pos_embed"]

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.ops import Conv2dNormActivation
 
 from detect.models.heads.assigner import Assignment
 from detect.models.heads.detection import DetectHead, DetectOutputs, pad_targets
+from detect.models.layers import conv_bn_act
 from detect.structures import Detections, FeatureSpec, KeypointInfo, Targets
 
 __all__ = ["PoseHead", "PoseOutputs"]
@@ -25,8 +28,10 @@ class PoseOutputs(DetectOutputs):
 class PoseHead(DetectHead):
     """The detect head plus a keypoint branch per level.
 
-    A keypoint is predicted relative to its anchor, ``anchor + (2 * raw - 0.5) * stride`` as in
-    YOLO-Pose. The loss per labelled keypoint is ``1 - OKS`` (COCO's object keypoint similarity with
+    A keypoint is predicted relative to the box the same anchor predicts, ``centre + raw * size``
+    (the box detached): every figure then starts from its own frame, so the branch learns a pose in
+    units of the object rather than pixel offsets that differ by two orders of magnitude between a
+    small and a large person. The loss per labelled keypoint is ``1 - OKS`` (COCO's object keypoint similarity with
     the dataset's sigmas and the object's segment area) plus an L1 distance in units of the object's
     size, with a visibility BCE, on the anchors the box assignment made positive for objects with
     keypoints.
@@ -39,6 +44,14 @@ class PoseHead(DetectHead):
         distance_weight: weight, inside the keypoint term, of the size-normalised L1 distance added
             to ``1 - OKS``.
         visibility_weight: weight of the visibility term.
+        keypoint_hidden: width of the keypoint branch (default: the finest level's channels).
+        share_levels: one keypoint tower for all levels (after a 1x1 projection per level, with
+            GroupNorm since the levels' statistics differ): box-relative keypoints mean the same
+            at every scale, so every person trains the same weights, instead of a third of them
+            each.
+        feature_grad: factor on the keypoint loss's gradient into the shared features (1: plain
+            multi-task; below 1 lets boxes shape the features while the keypoint branch still
+            learns at the full rate).
         **kwargs: :class:`DetectHead` arguments.
     """
 
@@ -49,9 +62,12 @@ class PoseHead(DetectHead):
         in_specs: dict[str, FeatureSpec],
         num_classes: int,
         keypoints: KeypointInfo | None = None,
-        keypoint_weight: float = 12.0,
+        keypoint_weight: float = 3.0,
         distance_weight: float = 1.0,
         visibility_weight: float = 1.0,
+        keypoint_hidden: int | None = None,
+        share_levels: bool = False,
+        feature_grad: float = 0.1,
         **kwargs,
     ) -> None:
         super().__init__(in_specs, num_classes, **kwargs)
@@ -61,16 +77,46 @@ class PoseHead(DetectHead):
             )
         self.keypoint_info = keypoints
         self.num_keypoints = len(keypoints)
-        hidden = max(min(spec.channels for spec in self.specs) // 4, 3 * self.num_keypoints)
-        self.keypoint_branches = self.make_branches(hidden, 3 * self.num_keypoints)
+        # Wider than the box branch: a pose is many more numbers than four box sides.
+        hidden = keypoint_hidden or max(min(spec.channels for spec in self.specs), 3 * self.num_keypoints)
+        self.share_levels = share_levels
+        if share_levels:
+            self.keypoint_inputs = nn.ModuleList(conv_bn_act(spec.channels, hidden, 1) for spec in self.specs)
+            self.keypoint_tower = nn.Sequential(
+                *(
+                    Conv2dNormActivation(
+                        hidden,
+                        hidden,
+                        3,
+                        norm_layer=partial(nn.GroupNorm, _groups(hidden)),
+                        activation_layer=nn.SiLU,
+                    )
+                    for _ in range(2)
+                ),
+                nn.Conv2d(hidden, 3 * self.num_keypoints, 1),
+            )
+        else:
+            self.keypoint_branches = self.make_branches(hidden, 3 * self.num_keypoints)
         self.register_buffer("sigmas", torch.tensor(keypoints.sigmas, dtype=torch.float32), persistent=False)
         self.keypoint_weight = keypoint_weight
         self.distance_weight = distance_weight
         self.visibility_weight = visibility_weight
+        if not 0 <= feature_grad <= 1:
+            raise ValueError(f"feature_grad must be in [0, 1], got {feature_grad}")
+        self.feature_grad = feature_grad
 
     def forward(self, features: dict[str, Tensor]) -> PoseOutputs:
         base = super().forward(features)
-        raw = self.run_branches(self.keypoint_branches, features)
+        if self.feature_grad < 1:
+            features = {key: _scale_grad(value, self.feature_grad) for key, value in features.items()}
+        if self.share_levels:
+            levels = [
+                self.keypoint_tower(project(features[key])).flatten(2)
+                for key, project in zip(self.in_features, self.keypoint_inputs)
+            ]
+            raw = torch.cat(levels, dim=2).transpose(1, 2)
+        else:
+            raw = self.run_branches(self.keypoint_branches, features)
         return PoseOutputs(
             base.cls_logits,
             base.box_logits,
@@ -79,10 +125,15 @@ class PoseHead(DetectHead):
             keypoint_logits=raw.reshape(*raw.shape[:2], self.num_keypoints, 3),
         )
 
-    def decode_keypoints(self, outputs: PoseOutputs) -> Tensor:
-        """``(B, A, K, 2)`` keypoint positions in input pixels."""
-        raw = outputs.keypoint_logits[..., :2].float()
-        return outputs.anchors[None, :, None] + (raw * 2.0 - 0.5) * outputs.strides[None, :, None]
+    def decode_keypoints(self, outputs: PoseOutputs, boxes: Tensor | None = None) -> Tensor:
+        """``(B, A, K, 2)`` keypoint positions in input pixels, in the frame of each anchor's box.
+
+        Args:
+            boxes: ``(B, A, 4)`` decoded boxes, if the caller has them already.
+        """
+        if boxes is None:
+            boxes = self.decode_boxes(outputs)
+        return _in_box(outputs.keypoint_logits[..., :2].float(), boxes.detach(), outputs.strides)
 
     def loss(self, outputs: PoseOutputs, targets: list[Targets]) -> dict[str, Tensor]:
         assignment, pred_boxes = self.assign(outputs, targets)
@@ -118,7 +169,11 @@ class PoseHead(DetectHead):
             area = areas[batch_index, gt_index[has_keypoints]].clamp(min=1.0)
         else:
             area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=1.0)
-        predicted = self.decode_keypoints(outputs)[batch_index, anchor_index]
+        # Trained in the frame of the ground-truth box: the targets then stay put while the predicted
+        # boxes are still wild, which early on made the keypoint gradient 50x the box gradient.
+        # Prediction uses the anchor's own box, close to the ground truth by the time it scores.
+        raw = outputs.keypoint_logits[batch_index, anchor_index, :, :2].float()
+        predicted = _in_box(raw, boxes, outputs.strides[anchor_index])
         distance2 = (predicted - target[..., :2]).pow(2).sum(dim=-1)
         # COCO's OKS: exp(-d^2 / (2 * s^2 * k^2)) with s^2 the object area and k = 2 * sigma.
         similarity = torch.exp(-distance2 / (2 * area[:, None] * (2 * self.sigmas) ** 2 + 1e-9))
@@ -149,3 +204,23 @@ class PoseHead(DetectHead):
             )
             results.append(detections)
         return results
+
+
+def _in_box(raw: Tensor, boxes: Tensor, strides: Tensor) -> Tensor:
+    """Keypoints ``centre + raw * size`` of ``(..., 4)`` boxes; ``raw`` is ``(..., K, 2)``.
+
+    Sizes are at least one stride, so a collapsed box still lets keypoints move.
+    """
+    centre = (boxes[..., :2] + boxes[..., 2:]) / 2
+    size = (boxes[..., 2:] - boxes[..., :2]).maximum(strides)
+    return centre[..., None, :] + raw * size[..., None, :]
+
+
+def _groups(channels: int) -> int:
+    """The largest of 16, 8, 4, 2, 1 groups that divides ``channels``."""
+    return next(groups for groups in (16, 8, 4, 2, 1) if channels % groups == 0)
+
+
+def _scale_grad(x: Tensor, factor: float) -> Tensor:
+    """``x`` forward; ``factor`` times the gradient backward."""
+    return x if factor == 1 else x.detach() + factor * (x - x.detach())

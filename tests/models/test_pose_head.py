@@ -1,0 +1,79 @@
+"""The pose head: box-relative keypoints, the ground-truth frame in training, the feature gradient."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from detect.models.heads import PoseHead
+from detect.structures import FeatureSpec, KeypointInfo, Targets
+
+SPECS = {"p3": FeatureSpec(16, 8), "p4": FeatureSpec(32, 16), "p5": FeatureSpec(32, 32)}
+KEYPOINTS = KeypointInfo(("head", "left_hand", "right_hand"), ((1, 2), (1, 3)), (0.07, 0.07, 0.07), (1,))
+BOX = [8.0, 10.0, 40.0, 58.0]
+POSE = [[24.0, 14.0, 2.0], [36.0, 30.0, 2.0], [12.0, 30.0, 1.0]]
+
+
+def features(seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        key: torch.rand(
+            1, spec.channels, 64 // spec.stride, 64 // spec.stride, generator=generator
+        ).requires_grad_()
+        for key, spec in SPECS.items()
+    }
+
+
+def targets() -> list[Targets]:
+    return [Targets(torch.tensor([BOX]), torch.tensor([0]), keypoints=torch.tensor([POSE]))]
+
+
+@pytest.mark.parametrize("share_levels", [False, True])
+def test_keypoint_loss_trains_the_branch(share_levels: bool) -> None:
+    torch.manual_seed(0)
+    head = PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, share_levels=share_levels)
+    feats = features()
+    losses = head.loss(head(feats), targets())
+    assert losses["loss_keypoint"] > 0 and torch.isfinite(losses["loss_visibility"])
+    losses["loss_keypoint"].backward()
+    branch = head.keypoint_tower if share_levels else head.keypoint_branches
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in branch.parameters())
+
+
+def test_exact_keypoints_in_the_ground_truth_frame_cost_nothing() -> None:
+    head = PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS)
+    outputs = head(features())
+    x0, y0, x1, y1 = BOX
+    pose = torch.tensor(POSE)
+    raw = (pose[:, :2] - torch.tensor([(x0 + x1) / 2, (y0 + y1) / 2])) / torch.tensor([x1 - x0, y1 - y0])
+    with torch.no_grad():
+        outputs.keypoint_logits[..., :2] = raw
+    losses = head.loss(outputs, targets())
+    assert losses["loss_keypoint"].item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_prediction_is_in_the_frame_of_the_anchors_own_box() -> None:
+    head = PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS)
+    outputs = head(features())
+    with torch.no_grad():
+        outputs.keypoint_logits.zero_()
+    boxes = head.decode_boxes(outputs)
+    keypoints = head.decode_keypoints(outputs, boxes)
+    centres = (boxes[..., :2] + boxes[..., 2:]) / 2
+    torch.testing.assert_close(keypoints, centres[:, :, None].expand_as(keypoints))
+
+
+def test_feature_grad_scales_what_reaches_the_shared_features() -> None:
+    grads = {}
+    for factor in (1.0, 0.1):
+        torch.manual_seed(0)
+        head = PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, feature_grad=factor)
+        feats = features()
+        head.loss(head(feats), targets())["loss_keypoint"].backward()
+        grads[factor] = torch.cat([f.grad.flatten() for f in feats.values()])
+    torch.testing.assert_close(grads[0.1], grads[1.0] * 0.1, rtol=1e-4, atol=1e-7)
+
+
+def test_feature_grad_out_of_range_is_refused() -> None:
+    with pytest.raises(ValueError, match="feature_grad"):
+        PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, feature_grad=2.0)
