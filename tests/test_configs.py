@@ -50,10 +50,12 @@ def test_no_config_restates_channels_or_strides() -> None:
 @pytest.mark.parametrize("name", ["optim", "sched"])
 def test_optimizer_and_schedule_instantiate(name: str) -> None:
     import torch
+    from omegaconf import OmegaConf
+
+    from detect.tasks.optim import build_optimizer
 
     cfg = compose_config()
-    params = [torch.nn.Parameter(torch.zeros(2))]
-    optimizer = instantiate(cfg.optim)(params)
+    optimizer = build_optimizer(torch.nn.Linear(2, 2), OmegaConf.to_container(cfg.optim, resolve=True))
     assert optimizer.param_groups[0]["lr"] == cfg.optim.lr
     if name == "sched":
         scheduler = instantiate(cfg.sched)(optimizer, total_steps=1000)

@@ -15,7 +15,7 @@ from detect.data.coco import CategoryMap
 from detect.eval.coco import CocoEvaluator
 from detect.models.detector import Detector
 from detect.structures import Batch, Detections
-from detect.tasks.optim import parameter_groups
+from detect.tasks.optim import build_optimizer
 
 __all__ = ["DetectionTask"]
 
@@ -113,15 +113,7 @@ class DetectionTask(L.LightningModule):
             self.log(f"val/{iou_type}_AP", summary[f"{iou_type}/AP"], prog_bar=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optim_cfg = OmegaConf.to_container(self.config.optim, resolve=True)
-        groups = parameter_groups(
-            self.model,
-            weight_decay=optim_cfg.pop("weight_decay", 0.0),
-            lr=optim_cfg["lr"],
-            backbone_lr_mult=optim_cfg.pop("backbone_lr_mult", 1.0),
-            layer_decay=optim_cfg.pop("layer_decay", None),
-        )
-        optimizer = instantiate(optim_cfg)(groups)
+        optimizer = build_optimizer(self.model, OmegaConf.to_container(self.config.optim, resolve=True))
         scheduler = instantiate(self.config.sched)(
             optimizer, total_steps=int(self.trainer.estimated_stepping_batches)
         )

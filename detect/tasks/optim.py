@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import torch
+from hydra.utils import instantiate
 from torch import nn
 
-__all__ = ["parameter_groups"]
+__all__ = ["build_optimizer", "parameter_groups"]
 
 log = logging.getLogger(__name__)
 
@@ -85,3 +87,20 @@ def parameter_groups(
     if len(ordered) > 2:
         log.info("%d parameter groups, lr factors %s", len(ordered), sorted({g["lr_scale"] for g in ordered}))
     return ordered
+
+
+def build_optimizer(model: nn.Module, optim_cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    """The optimizer of an ``optim`` config (a partial ``_target_``) over :func:`parameter_groups`.
+
+    ``weight_decay``, ``backbone_lr_mult`` and ``layer_decay`` are read here, per group; the rest
+    of the config goes to the optimizer class.
+    """
+    optim_cfg = dict(optim_cfg)
+    groups = parameter_groups(
+        model,
+        weight_decay=optim_cfg.pop("weight_decay", 0.0),
+        lr=optim_cfg["lr"],
+        backbone_lr_mult=optim_cfg.pop("backbone_lr_mult", 1.0),
+        layer_decay=optim_cfg.pop("layer_decay", None),
+    )
+    return instantiate(optim_cfg)(groups)
