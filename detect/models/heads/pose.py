@@ -28,13 +28,13 @@ class PoseOutputs(DetectOutputs):
 class PoseHead(DetectHead):
     """The detect head plus a keypoint branch per level.
 
-    A keypoint is predicted relative to the box the same anchor predicts, ``centre + raw * size``
-    (the box detached): every figure then starts from its own frame, so the branch learns a pose in
-    units of the object rather than pixel offsets that differ by two orders of magnitude between a
-    small and a large person. The loss per labelled keypoint is ``1 - OKS`` (COCO's object keypoint similarity with
-    the dataset's sigmas and the object's segment area) plus an L1 distance in units of the object's
-    size, with a visibility BCE, on the anchors the box assignment made positive for objects with
-    keypoints.
+    A keypoint is ``centre + raw * size`` of a box: the ground-truth box in training, the box the
+    same anchor predicts (detached) at prediction. The branch thus learns a pose in units of the
+    object rather than pixel offsets that differ by two orders of magnitude between a small and a
+    large person. The loss per labelled keypoint is ``1 - OKS`` (COCO's object keypoint similarity
+    with the dataset's sigmas and the object's segment area) plus an L1 distance in units of the
+    object's size, with a visibility BCE, on the anchors the box assignment made positive for
+    objects with keypoints. Its gradient reaches the shared features scaled by ``feature_grad``.
 
     Args:
         in_specs: the neck's ``out_specs``.
