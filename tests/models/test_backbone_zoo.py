@@ -148,6 +148,17 @@ def test_freezing_also_freezes_batchnorm_statistics() -> None:
     assert torch.equal(backbone.body.layer1[0].bn1.running_mean, before)
 
 
+def test_freezing_timm_norm_act_layers_keeps_their_activation() -> None:
+    torch.manual_seed(0)
+    plain = TimmBackbone("efficientnet_b0").eval()
+    frozen = TimmBackbone("efficientnet_b0", freeze_at=2).eval()
+    frozen.load_state_dict(plain.state_dict(), strict=False)
+    images = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        for key, value in plain(images).items():
+            torch.testing.assert_close(frozen(images)[key], value)
+
+
 def test_freeze_at_out_of_range_names_the_range() -> None:
     with pytest.raises(ValueError, match=r"freeze_at=9 .* 0 \(stem\) to 4"):
         TorchvisionBackbone("resnet18", freeze_at=9)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 
+from timm.layers import freeze_batch_norm_2d
 from torch import Tensor, nn
-from torchvision.ops import FrozenBatchNorm2d
 
 from detect.structures import FeatureSpec
 
-__all__ = ["Backbone", "freeze_batchnorm"]
+__all__ = ["Backbone"]
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class Backbone(nn.Module):
         """Freeze the stem and the first ``at`` stages (0: the stem only; None: nothing).
 
         Frozen parameters stop requiring gradients and the BatchNorm layers inside them become
-        :class:`~torchvision.ops.FrozenBatchNorm2d`, so their statistics stop moving too.
+        frozen ones (``timm.layers.freeze_batch_norm_2d``), so their statistics stop moving too.
         """
         if at is None:
             return
@@ -77,11 +77,11 @@ class Backbone(nn.Module):
                 module = self.get_submodule(prefix)
             except AttributeError:  # a bare parameter such as a ViT's pos_embed
                 continue
-            if isinstance(module, nn.BatchNorm2d):
+            # timm's converter also keeps the activation of its fused BatchNormAct2d layers.
+            frozen_module = freeze_batch_norm_2d(module)
+            if frozen_module is not module:  # the prefix named a norm layer itself
                 parent, _, name = prefix.rpartition(".")
-                setattr(self.get_submodule(parent) if parent else self, name, _frozen_copy(module))
-            else:
-                freeze_batchnorm(module)
+                setattr(self.get_submodule(parent) if parent else self, name, frozen_module)
         log.info("froze the stem and %d stage(s) of %s: %d parameters", at, type(self).__name__, count)
 
     def _set_out_specs(self, specs: dict[str, FeatureSpec]) -> None:
@@ -92,24 +92,3 @@ class Backbone(nn.Module):
                 )
         self.out_specs = dict(sorted(specs.items(), key=lambda item: item[1].stride))
         self.size_divisibility = max(spec.stride for spec in specs.values())
-
-
-def freeze_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every ``BatchNorm2d`` under ``module`` (in place) by a FrozenBatchNorm2d with its statistics."""
-    for name, child in module.named_children():
-        if isinstance(child, nn.BatchNorm2d):
-            setattr(module, name, _frozen_copy(child))
-        else:
-            freeze_batchnorm(child)
-    return module
-
-
-def _frozen_copy(norm: nn.BatchNorm2d) -> FrozenBatchNorm2d:
-    frozen = FrozenBatchNorm2d(norm.num_features, eps=norm.eps)
-    if norm.affine:
-        frozen.weight.copy_(norm.weight.detach())
-        frozen.bias.copy_(norm.bias.detach())
-    if norm.track_running_stats:
-        frozen.running_mean.copy_(norm.running_mean)
-        frozen.running_var.copy_(norm.running_var)
-    return frozen

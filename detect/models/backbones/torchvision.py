@@ -6,10 +6,11 @@ import logging
 
 import torch
 import torchvision
+from timm.layers import freeze_batch_norm_2d
 from torch import Tensor, nn
 
 from detect.models.backbones._weights import load_matching, read_state_dict
-from detect.models.backbones.base import Backbone, freeze_batchnorm
+from detect.models.backbones.base import Backbone
 from detect.models.backbones.hub import torchvision_weights
 from detect.structures import FeatureSpec
 
@@ -97,7 +98,7 @@ class TorchvisionBackbone(Backbone):
         self._stages = self._group_stages(strides[: last + 1], stem_size)
         self.body = _prune(model, self.names)
         if frozen_bn:
-            freeze_batchnorm(self.body)
+            freeze_batch_norm_2d(self.body)
         self._set_out_specs(
             {key: FeatureSpec(channels[index], strides[index]) for key, index in wanted.items()}
         )
