@@ -211,6 +211,18 @@ def test_layer_decay_on_a_vit() -> None:
     assert math.isclose(_lr_of(groups, next(model.neck.parameters())), 1.0)
 
 
+def test_layer_decay_on_a_timm_vit_follows_timms_grouping() -> None:
+    cfg = compose_config(["backbone=timm", "backbone.name=vit_tiny_patch16_224"])
+    model = instantiate(cfg.model)(num_classes=2)
+    stages = model.backbone.stage_prefixes()
+    assert len(stages) == 13  # embeddings + 12 blocks
+    groups = parameter_groups(model, weight_decay=0.05, lr=1.0, layer_decay=0.5)
+    vit = model.backbone.body.model
+    assert math.isclose(_lr_of(groups, vit.blocks[11].mlp.fc1.weight), 0.5)
+    assert math.isclose(_lr_of(groups, vit.blocks[0].mlp.fc1.weight), 0.5**12)
+    assert math.isclose(_lr_of(groups, vit.pos_embed), 0.5**13)
+
+
 def test_frozen_parameters_are_left_out_of_the_optimizer() -> None:
     model = instantiate(compose_config(["backbone=resnet18", "backbone.freeze_at=1"]).model)(num_classes=2)
     grouped = {id(p) for group in parameter_groups(model, 0.05, 0.01) for p in group["params"]}

@@ -101,7 +101,7 @@ class TimmBackbone(Backbone):
 
     @torch.no_grad()
     def _emits_nhwc(self, channels: list[int]) -> bool:
-        fmt = str(getattr(self.body, "output_fmt", "NCHW"))
+        fmt = str(getattr(self.body, "output_fmt", None))
         if "NHWC" in fmt:
             return True
         if "NCHW" in fmt:
