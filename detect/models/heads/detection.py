@@ -196,10 +196,14 @@ class DetectHead(Head):
         }
 
     def _select(
-        self, outputs: DetectOutputs, image_sizes: list[tuple[int, int]]
+        self, outputs: DetectOutputs, image_sizes: list[tuple[int, int]], boxes: Tensor | None = None
     ) -> list[tuple[Detections, Tensor]]:
-        """Per image: the detections that survive thresholding and NMS, and their anchor indices."""
-        boxes = self.decode_boxes(outputs)
+        """Per image: the detections that survive thresholding and NMS, and their anchor indices.
+
+        Args:
+            boxes: the decoded ``(B, A, 4)`` boxes, if the caller has them already.
+        """
+        boxes = self.decode_boxes(outputs) if boxes is None else boxes
         scores = outputs.cls_logits.float().sigmoid()
         results = []
         for image_boxes, image_scores, (height, width) in zip(boxes, scores, image_sizes):

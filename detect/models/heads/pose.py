@@ -195,13 +195,14 @@ class PoseHead(DetectHead):
 
     @torch.no_grad()
     def postprocess(self, outputs: PoseOutputs, image_sizes: list[tuple[int, int]]) -> list[Detections]:
-        keypoints = self.decode_keypoints(outputs)
-        visibility = outputs.keypoint_logits[..., 2].float().sigmoid()
+        # One box decode serves both the selection and the keypoints' frames, and keypoints are
+        # decoded only for the anchors that survive NMS.
+        boxes = self.decode_boxes(outputs)
         results = []
-        for image, (detections, anchor_index) in enumerate(self._select(outputs, image_sizes)):
-            detections.keypoints = torch.cat(
-                [keypoints[image, anchor_index], visibility[image, anchor_index, :, None]], dim=-1
-            )
+        for image, (detections, anchor_index) in enumerate(self._select(outputs, image_sizes, boxes)):
+            logits = outputs.keypoint_logits[image, anchor_index].float()
+            keypoints = _in_box(logits[..., :2], boxes[image, anchor_index], outputs.strides[anchor_index])
+            detections.keypoints = torch.cat([keypoints, logits[..., 2:].sigmoid()], dim=-1)
             results.append(detections)
         return results
 
