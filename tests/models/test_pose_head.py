@@ -77,3 +77,61 @@ def test_feature_grad_scales_what_reaches_the_shared_features() -> None:
 def test_feature_grad_out_of_range_is_refused() -> None:
     with pytest.raises(ValueError, match="feature_grad"):
         PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, feature_grad=2.0)
+
+
+def test_refiner_starts_as_the_identity() -> None:
+    head = PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, refine_steps=2)
+    outputs = head(features())
+    boxes = head.decode_boxes(outputs)
+    head_without = PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, refine_steps=0)
+    head_without.load_state_dict(head.state_dict(), strict=False)
+    coarse = head_without.decode_keypoints(outputs, boxes)
+    torch.testing.assert_close(head.decode_keypoints(outputs, boxes), coarse)
+
+
+def test_refiner_moves_keypoints_by_its_offset_in_window_units() -> None:
+    head = PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, refine_window=0.25)
+    outputs = head(features())
+    keypoints = torch.tensor([[[20.0, 20.0], [30.0, 40.0], [10.0, 50.0]]])
+    box = torch.tensor([[0.0, 0.0, 64.0, 64.0]])  # sqrt(w * h) = 64: a 16 px window
+    with torch.no_grad():
+        head.refiner.outputs[0].bias.copy_(torch.tensor([0.5, -1.0]))
+    (refined,) = head.refine(outputs, keypoints, torch.tensor([0]), box)
+    torch.testing.assert_close(refined, keypoints + torch.tensor([0.5, -1.0]) * 16.0)
+
+
+def test_refinement_is_trained_and_used_at_prediction() -> None:
+    torch.manual_seed(0)
+    head = PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, refine_steps=1)
+    outputs = head(features())
+    head.loss(outputs, targets())["loss_keypoint"].backward()
+    assert head.refiner.outputs[0].weight.grad.abs().sum() > 0
+    head.eval()
+    with torch.no_grad():
+        outputs = head(features())
+        before = head.postprocess(outputs, [(64, 64)])[0].keypoints
+        head.refiner.outputs[0].bias.fill_(1.0)
+        after = head.postprocess(outputs, [(64, 64)])[0].keypoints
+    assert len(before) > 0
+    # Each keypoint moves right and down by its window (at least one stride of the finest level).
+    shift = after[..., :2] - before[..., :2]
+    assert (shift >= 8 - 1e-4).all()
+    torch.testing.assert_close(after[..., 2], before[..., 2])
+
+
+def test_every_refiner_parameter_gets_a_gradient_without_keypoints() -> None:
+    # DDP needs every parameter in the graph, also on a batch without any person.
+    head = PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS)
+    empty = [Targets(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), keypoints=torch.zeros(0, 3, 3))]
+    losses = head.loss(head(features()), empty)
+    sum(losses.values()).backward()
+    assert all(p.grad is not None for p in head.refiner.parameters())
+
+
+def test_refiner_reads_the_finest_keypoint_features_or_a_tower_of_its_own() -> None:
+    shared = PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, keypoint_hidden=24, refine_channels=None)
+    assert isinstance(shared.refiner.tower, torch.nn.Identity)
+    assert shared(features()).refine_features.shape == (1, 24, 8, 8)  # the p3 branch's hidden map
+    own = PoseHead(SPECS, num_classes=2, keypoint_hidden=24, keypoints=KEYPOINTS, refine_channels=16)
+    assert own(features()).refine_features.shape == (1, 16, 8, 8)
+    assert PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, refine_steps=0).refiner is None

@@ -12,6 +12,7 @@ from torchvision.ops import Conv2dNormActivation
 
 from detect.models.heads.assigner import Assignment
 from detect.models.heads.detection import DetectHead, DetectOutputs, pad_targets
+from detect.models.heads.keypoint_refine import KeypointRefiner
 from detect.models.layers import conv_bn_act
 from detect.structures import Detections, FeatureSpec, KeypointInfo, Targets
 
@@ -20,9 +21,13 @@ __all__ = ["PoseHead", "PoseOutputs"]
 
 @dataclass
 class PoseOutputs(DetectOutputs):
-    """Detect outputs plus ``keypoint_logits`` ``(B, A, K, 3)``: x, y offsets and a visibility logit."""
+    """Detect outputs plus ``keypoint_logits`` ``(B, A, K, 3)``: x, y offsets and a visibility logit.
+
+    ``refine_features`` is the map the keypoint refiner reads (``None`` without refinement).
+    """
 
     keypoint_logits: Tensor | None = None
+    refine_features: Tensor | None = None
 
 
 class PoseHead(DetectHead):
@@ -52,6 +57,14 @@ class PoseHead(DetectHead):
         feature_grad: factor on the keypoint loss's gradient into the shared features (1: plain
             multi-task; below 1 lets boxes shape the features while the keypoint branch still
             learns at the full rate).
+        refine_steps: residual refinements of the regressed keypoints from the finest level
+            (:class:`KeypointRefiner`); 0 turns refinement off.
+        refine_channels: width of the refiner's own feature tower (two 3x3 convolutions) on the
+            finest level; ``None``: it reads that level's keypoint-branch features instead, no
+            extra convolutions (faster, but keypoint AP 0.19 against 0.27 on ``shapes``).
+        refine_window: half-size of the window the refiner reads around a keypoint, as a fraction
+            of ``sqrt(w * h)`` of the object's box.
+        refine_patch: samples per side of the grid the refiner reads in that window.
         **kwargs: :class:`DetectHead` arguments.
     """
 
@@ -68,6 +81,10 @@ class PoseHead(DetectHead):
         keypoint_hidden: int | None = None,
         share_levels: bool = False,
         feature_grad: float = 0.1,
+        refine_steps: int = 1,
+        refine_channels: int | None = 64,
+        refine_window: float = 0.15,
+        refine_patch: int = 3,
         **kwargs,
     ) -> None:
         super().__init__(in_specs, num_classes, **kwargs)
@@ -104,26 +121,60 @@ class PoseHead(DetectHead):
         if not 0 <= feature_grad <= 1:
             raise ValueError(f"feature_grad must be in [0, 1], got {feature_grad}")
         self.feature_grad = feature_grad
+        finest = min(range(len(self.specs)), key=lambda i: self.specs[i].stride)
+        self.refine_level, self.refine_stride = self.in_features[finest], self.specs[finest].stride
+        self.refiner_reads_level = bool(refine_channels)
+        self.refiner = (
+            KeypointRefiner(
+                self.specs[finest].channels if refine_channels else hidden,
+                self.num_keypoints,
+                channels=refine_channels,
+                steps=refine_steps,
+                patch=refine_patch,
+                window=refine_window,
+            )
+            if refine_steps > 0
+            else None
+        )
 
     def forward(self, features: dict[str, Tensor]) -> PoseOutputs:
         base = super().forward(features)
         if self.feature_grad < 1:
             features = {key: _scale_grad(value, self.feature_grad) for key, value in features.items()}
-        if self.share_levels:
-            levels = [
-                self.keypoint_tower(project(features[key])).flatten(2)
-                for key, project in zip(self.in_features, self.keypoint_inputs)
-            ]
-            raw = torch.cat(levels, dim=2).transpose(1, 2)
-        else:
-            raw = self.run_branches(self.keypoint_branches, features)
+        # Each level's keypoint branch (or the shared tower) up to its last 1x1 output; the finest
+        # level's hidden map is also what the refiner reads unless it has a tower of its own.
+        levels, hidden = [], None
+        for index, key in enumerate(self.in_features):
+            if self.share_levels:
+                tower, x = self.keypoint_tower, self.keypoint_inputs[index](features[key])
+            else:
+                tower, x = self.keypoint_branches[index], features[key]
+            x = tower[:-1](x)
+            if key == self.refine_level:
+                hidden = x
+            levels.append(tower[-1](x).flatten(2))
+        raw = torch.cat(levels, dim=2).transpose(1, 2)
+        refine_features = None
+        if self.refiner is not None:
+            refine_features = self.refiner.tower(
+                features[self.refine_level] if self.refiner_reads_level else hidden
+            )
         return PoseOutputs(
             base.cls_logits,
             base.box_logits,
             base.anchors,
             base.strides,
             keypoint_logits=raw.reshape(*raw.shape[:2], self.num_keypoints, 3),
+            refine_features=refine_features,
         )
+
+    def refine(
+        self, outputs: PoseOutputs, keypoints: Tensor, image_index: Tensor, boxes: Tensor
+    ) -> list[Tensor]:
+        """The refiner's ``(N, K, 2)`` keypoints after each step (none without a refiner)."""
+        if self.refiner is None:
+            return []
+        return self.refiner(outputs.refine_features, self.refine_stride, keypoints, image_index, boxes)
 
     def decode_keypoints(self, outputs: PoseOutputs, boxes: Tensor | None = None) -> Tensor:
         """``(B, A, K, 2)`` keypoint positions in input pixels, in the frame of each anchor's box.
@@ -133,7 +184,14 @@ class PoseHead(DetectHead):
         """
         if boxes is None:
             boxes = self.decode_boxes(outputs)
-        return _in_box(outputs.keypoint_logits[..., :2].float(), boxes.detach(), outputs.strides)
+        boxes = boxes.detach()
+        keypoints = _in_box(outputs.keypoint_logits[..., :2].float(), boxes, outputs.strides)
+        if self.refiner is None:
+            return keypoints
+        batch, anchors = keypoints.shape[:2]
+        image_index = torch.arange(batch, device=keypoints.device).repeat_interleave(anchors)
+        refined = self.refine(outputs, keypoints.flatten(0, 1), image_index, boxes.flatten(0, 1))
+        return refined[-1].reshape_as(keypoints)
 
     def loss(self, outputs: PoseOutputs, targets: list[Targets]) -> dict[str, Tensor]:
         assignment, pred_boxes = self.assign(outputs, targets)
@@ -145,6 +203,10 @@ class PoseHead(DetectHead):
         self, outputs: PoseOutputs, targets: list[Targets], assignment: Assignment
     ) -> dict[str, Tensor]:
         zero = outputs.keypoint_logits.sum() * 0.0
+        if self.refiner is not None:
+            # Keeps the refiner in the graph on batches without keypoints (DDP expects every parameter).
+            zero = zero + outputs.refine_features.sum() * 0.0
+            zero = zero + sum(p.sum() for p in self.refiner.parameters()) * 0.0
         if any(t.keypoints is None for t in targets):
             raise ValueError(
                 "PoseHead needs Targets.keypoints; load the data with keypoints (data.request_targets)"
@@ -174,24 +236,33 @@ class PoseHead(DetectHead):
         # Prediction uses the anchor's own box, close to the ground truth by the time it scores.
         raw = outputs.keypoint_logits[batch_index, anchor_index, :, :2].float()
         predicted = _in_box(raw, boxes, outputs.strides[anchor_index])
-        distance2 = (predicted - target[..., :2]).pow(2).sum(dim=-1)
-        # COCO's OKS: exp(-d^2 / (2 * s^2 * k^2)) with s^2 the object area and k = 2 * sigma.
-        similarity = torch.exp(-distance2 / (2 * area[:, None] * (2 * self.sigmas) ** 2 + 1e-9))
-        # OKS alone has no gradient while a prediction is still far off (exp underflows), which is
-        # most of a short run for small objects; an L1 distance in units of the object's size keeps
-        # pulling until OKS takes over.
+        # The coarse estimate and every refinement step are scored alike: the regression still has
+        # to bring each keypoint within the refiner's reach.
+        stages = [predicted, *self.refine(outputs, predicted, batch_index, boxes)]
         scale = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=1.0).sqrt()
-        distance = distance2.clamp(min=1e-9).sqrt() / scale[:, None]
-        per_keypoint = (1 - similarity) + self.distance_weight * distance
-        # Normalise by how many keypoints are labelled, so sparsely labelled objects still count.
-        factor = self.num_keypoints / labelled.sum(dim=1).clamp(min=1)
-        loss_keypoint = (factor * (per_keypoint * labelled).mean(dim=1)).mean()
+        loss_keypoint = sum(self._keypoint_loss(stage, target, labelled, area, scale) for stage in stages)
         visibility_logits = outputs.keypoint_logits[batch_index, anchor_index, :, 2].float()
         loss_visibility = F.binary_cross_entropy_with_logits(visibility_logits, labelled.float())
         return {
             "loss_keypoint": loss_keypoint * self.keypoint_weight,
             "loss_visibility": loss_visibility * self.visibility_weight,
         }
+
+    def _keypoint_loss(
+        self, predicted: Tensor, target: Tensor, labelled: Tensor, area: Tensor, scale: Tensor
+    ) -> Tensor:
+        """Mean over objects of ``1 - OKS`` plus the size-normalised L1 distance, labelled keypoints only."""
+        distance2 = (predicted - target[..., :2]).pow(2).sum(dim=-1)
+        # COCO's OKS: exp(-d^2 / (2 * s^2 * k^2)) with s^2 the object area and k = 2 * sigma.
+        similarity = torch.exp(-distance2 / (2 * area[:, None] * (2 * self.sigmas) ** 2 + 1e-9))
+        # OKS alone has no gradient while a prediction is still far off (exp underflows), which is
+        # most of a short run for small objects; an L1 distance in units of the object's size keeps
+        # pulling until OKS takes over.
+        distance = distance2.clamp(min=1e-9).sqrt() / scale[:, None]
+        per_keypoint = (1 - similarity) + self.distance_weight * distance
+        # Normalise by how many keypoints are labelled, so sparsely labelled objects still count.
+        factor = self.num_keypoints / labelled.sum(dim=1).clamp(min=1)
+        return (factor * (per_keypoint * labelled).mean(dim=1)).mean()
 
     @torch.no_grad()
     def postprocess(self, outputs: PoseOutputs, image_sizes: list[tuple[int, int]]) -> list[Detections]:
@@ -201,7 +272,10 @@ class PoseHead(DetectHead):
         results = []
         for image, (detections, anchor_index) in enumerate(self._select(outputs, image_sizes, boxes)):
             logits = outputs.keypoint_logits[image, anchor_index].float()
-            keypoints = _in_box(logits[..., :2], boxes[image, anchor_index], outputs.strides[anchor_index])
+            kept_boxes = boxes[image, anchor_index]
+            keypoints = _in_box(logits[..., :2], kept_boxes, outputs.strides[anchor_index])
+            image_index = torch.full((len(anchor_index),), image, device=keypoints.device)
+            keypoints = ([keypoints] + self.refine(outputs, keypoints, image_index, kept_boxes))[-1]
             detections.keypoints = torch.cat([keypoints, logits[..., 2:].sigmoid()], dim=-1)
             results.append(detections)
         return results
