@@ -1,4 +1,4 @@
-"""Keypoints: per-anchor keypoint regression with visibility and an OKS-based loss (YOLO-Pose style)."""
+"""Keypoints: per-anchor regression with visibility and an OKS-based loss (YOLO-Pose style), then local refinement."""
 
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ class PoseHead(DetectHead):
     with the dataset's sigmas and the object's segment area) plus an L1 distance in units of the
     object's size, with a visibility BCE, on the anchors the box assignment made positive for
     objects with keypoints. Its gradient reaches the shared features scaled by ``feature_grad``.
+    A :class:`KeypointRefiner` then moves each keypoint by what the finest level shows around it,
+    trained on the same loss; the regression places the pose, the refiner the last few pixels.
 
     Args:
         in_specs: the neck's ``out_specs``.
