@@ -128,10 +128,7 @@ def test_every_refiner_parameter_gets_a_gradient_without_keypoints() -> None:
     assert all(p.grad is not None for p in head.refiner.parameters())
 
 
-def test_refiner_reads_the_finest_keypoint_features_or_a_tower_of_its_own() -> None:
-    shared = PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, keypoint_hidden=24, refine_channels=None)
-    assert isinstance(shared.refiner.tower, torch.nn.Identity)
-    assert shared(features()).refine_features.shape == (1, 24, 8, 8)  # the p3 branch's hidden map
-    own = PoseHead(SPECS, num_classes=2, keypoint_hidden=24, keypoints=KEYPOINTS, refine_channels=16)
-    assert own(features()).refine_features.shape == (1, 16, 8, 8)
+def test_refiner_reads_its_tower_on_the_finest_level() -> None:
+    head = PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, refine_channels=16)
+    assert head(features()).refine_features.shape == (1, 16, 8, 8)  # p3 of a 64 px input
     assert PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, refine_steps=0).refiner is None

@@ -25,7 +25,7 @@ class KeypointRefiner(nn.Module):
     Args:
         in_channels: channels of the feature map it reads (the finest head level).
         num_keypoints: keypoints per object.
-        channels: width of a feature tower of its own on that map; ``None``: read the map as is.
+        channels: width of its feature tower on that map.
         steps: successive refinements, each starting where the last ended.
         patch: samples per side of the grid read around each keypoint.
         window: the grid's half-size, as a fraction of ``sqrt(w * h)`` of the object's box (at least
@@ -37,24 +37,20 @@ class KeypointRefiner(nn.Module):
         self,
         in_channels: int,
         num_keypoints: int,
-        channels: int | None = 64,
+        channels: int = 64,
         steps: int = 1,
         patch: int = 3,
         window: float = 0.15,
         hidden: int = 128,
     ) -> None:
         super().__init__()
-        if steps < 1 or patch < 1 or window <= 0:
+        if channels < 1 or steps < 1 or patch < 1 or window <= 0:
             raise ValueError(
-                f"KeypointRefiner needs steps >= 1, patch >= 1, window > 0; got {steps}, {patch}, {window}"
+                "KeypointRefiner needs channels, steps and patch >= 1 and window > 0; "
+                f"got {channels}, {steps}, {patch}, {window}"
             )
         self.patch, self.window = patch, window
-        if channels:
-            self.tower = nn.Sequential(
-                conv_bn_act(in_channels, channels, 3), conv_bn_act(channels, channels, 3)
-            )
-        else:
-            self.tower, channels = nn.Identity(), in_channels
+        self.tower = nn.Sequential(conv_bn_act(in_channels, channels, 3), conv_bn_act(channels, channels, 3))
         self.inputs = nn.ModuleList(nn.Linear(channels * patch * patch, hidden) for _ in range(steps))
         self.embeddings = nn.Parameter(torch.zeros(steps, num_keypoints, hidden))
         self.outputs = nn.ModuleList(nn.Linear(hidden, 2) for _ in range(steps))
