@@ -193,16 +193,12 @@ class PoseHead(DetectHead):
     def keypoint_losses(
         self, outputs: PoseOutputs, targets: list[Targets], assignment: Assignment
     ) -> dict[str, Tensor]:
-        zero = outputs.keypoint_logits.sum() * 0.0
-        if self.refiner is not None:
-            # Keeps the refiner in the graph on batches without keypoints (DDP expects every parameter).
-            zero = zero + sum(p.sum() for p in self.refiner.parameters()) * 0.0
         if any(t.keypoints is None for t in targets):
             raise ValueError(
                 "PoseHead needs Targets.keypoints; load the data with keypoints (data.request_targets)"
             )
         if not assignment.foreground.any() or max(len(t) for t in targets) == 0:
-            return {"loss_keypoint": zero, "loss_visibility": zero}
+            return self._no_keypoint_losses(outputs)
         gt_keypoints = nn.utils.rnn.pad_sequence([t.keypoints.float() for t in targets], batch_first=True)
         gt_boxes, _, _ = pad_targets(targets, gt_keypoints.device)
         batch_index, anchor_index = assignment.foreground.nonzero(as_tuple=True)
@@ -211,7 +207,7 @@ class PoseHead(DetectHead):
         labelled = target[..., 2] > 0
         has_keypoints = labelled.any(dim=1)
         if not has_keypoints.any():
-            return {"loss_keypoint": zero, "loss_visibility": zero}
+            return self._no_keypoint_losses(outputs)
         target, labelled = target[has_keypoints], labelled[has_keypoints]
         batch_index, anchor_index = batch_index[has_keypoints], anchor_index[has_keypoints]
         boxes = gt_boxes[batch_index, gt_index[has_keypoints]]
@@ -237,6 +233,13 @@ class PoseHead(DetectHead):
             "loss_keypoint": loss_keypoint * self.keypoint_weight,
             "loss_visibility": loss_visibility * self.visibility_weight,
         }
+
+    def _no_keypoint_losses(self, outputs: PoseOutputs) -> dict[str, Tensor]:
+        """Zero losses that still reach every keypoint parameter (DDP expects each one in the graph)."""
+        zero = outputs.keypoint_logits.sum() * 0.0
+        if self.refiner is not None:
+            zero = zero + sum(p.sum() for p in self.refiner.parameters()) * 0.0
+        return {"loss_keypoint": zero, "loss_visibility": zero}
 
     def _keypoint_loss(
         self, predicted: Tensor, target: Tensor, labelled: Tensor, area: Tensor, scale: Tensor
