@@ -330,5 +330,9 @@ class CocoDetection(Dataset):
         if keypoints is not None and self.keypoint_info is not None:
             keypoints = keypoints[:, self.keypoint_info.flip_index].copy()
             visible = keypoints[..., 2] > 0
-            keypoints[..., 0] = np.where(visible, width - keypoints[..., 0], 0)
+            # COCO keypoints are pixel indices (x = 0 is the centre of the first column), unlike
+            # boxes, whose edges are continuous: pixel x lands on column width - 1 - x. Mirroring
+            # with width - x shifted every flipped keypoint one pixel, and the model, unable to
+            # tell flipped images apart, learnt half a pixel of bias on all of them.
+            keypoints[..., 0] = np.where(visible, width - 1 - keypoints[..., 0], 0)
         return image, boxes, masks, keypoints

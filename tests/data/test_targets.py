@@ -62,9 +62,30 @@ def test_flip_mirrors_everything_and_swaps_left_and_right(tiny_shapes: Path) -> 
     kp_a = a.targets.keypoints[a.targets.labels == person][0]
     kp_b = b.targets.keypoints[b.targets.labels == person][0]
     if kp_a[2, 2] > 0:
-        assert kp_b[1, 0] == pytest.approx(128 - kp_a[2, 0].item()) and kp_b[1, 1] == pytest.approx(
+        assert kp_b[1, 0] == pytest.approx(127 - kp_a[2, 0].item()) and kp_b[1, 1] == pytest.approx(
             kp_a[2, 1].item()
         )
+
+
+def test_flipped_keypoints_stay_on_their_pixels(tiny_shapes: Path) -> None:
+    # A keypoint names a pixel; after a flip it must name that pixel's mirror, so each visible
+    # keypoint sits on the same image content with and without the flip.
+    plain, flipped = dataset(tiny_shapes, 0.0), dataset(tiny_shapes, 1.0)
+    index = first_person(plain)
+    a, b = plain[index], flipped[index]
+    person = plain.categories.names.index("person")
+    flip_index = plain.keypoint_info.flip_index
+    for kp_a, kp_b in zip(
+        a.targets.keypoints[a.targets.labels == person], b.targets.keypoints[b.targets.labels == person]
+    ):
+        for k, k_mirror in enumerate(flip_index):
+            x, y, v = kp_a[k].tolist()
+            if v == 0:
+                continue
+            xb, yb, _ = kp_b[k_mirror].tolist()
+            assert (xb, yb) == (pytest.approx(127 - x), pytest.approx(y))
+            column, row = round(x), round(y)
+            assert torch.equal(b.image[:, row, 127 - column], a.image[:, row, column])
 
 
 def test_flip_index_from_names() -> None:
