@@ -89,15 +89,22 @@ def test_refiner_starts_as_the_identity() -> None:
     torch.testing.assert_close(head.decode_keypoints(outputs, boxes), coarse)
 
 
-def test_refiner_moves_keypoints_by_its_offset_in_window_units() -> None:
-    head = PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, refine_window=0.25)
+def ramp(outputs, head: PoseHead, slope: float = 50.0) -> torch.Tensor:
+    """Heatmaps that rise to the right and downwards: every keypoint goes to its window's corner."""
+    height, width = outputs.refine_heatmaps.shape[-2:]
+    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    return (slope * (xs + ys).float()).expand_as(outputs.refine_heatmaps).clone()
+
+
+def test_refiner_moves_keypoints_within_their_window() -> None:
+    head = PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, refine_window=0.25, refine_patch=4)
     outputs = head(features())
+    outputs.refine_heatmaps = ramp(outputs, head)
     keypoints = torch.tensor([[[20.0, 20.0], [30.0, 40.0], [10.0, 50.0]]])
-    box = torch.tensor([[0.0, 0.0, 64.0, 64.0]])  # sqrt(w * h) = 64: a 16 px window
-    with torch.no_grad():
-        head.refiner.outputs[0].bias.copy_(torch.tensor([0.5, -1.0]))
+    box = torch.tensor([[0.0, 0.0, 64.0, 64.0]])  # sqrt(w * h) = 64: a +-16 px window
     (refined,) = head.refine(outputs, keypoints, torch.tensor([0]), box)
-    torch.testing.assert_close(refined, keypoints + torch.tensor([0.5, -1.0]) * 16.0)
+    # The last of four bins per side is centred 3/4 of the half-size from the middle: 12 px.
+    torch.testing.assert_close(refined, keypoints + 12.0, atol=1e-3, rtol=0)
 
 
 def test_refinement_is_trained_and_used_at_prediction() -> None:
@@ -105,18 +112,21 @@ def test_refinement_is_trained_and_used_at_prediction() -> None:
     head = PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, refine_steps=1)
     outputs = head(features())
     head.loss(outputs, targets())["loss_keypoint"].backward()
-    assert head.refiner.outputs[0].weight.grad.abs().sum() > 0
+    assert head.refiner.tower[-1].weight.grad.abs().sum() > 0
     head.eval()
     with torch.no_grad():
         outputs = head(features())
-        before = head.postprocess(outputs, [(64, 64)])[0].keypoints
-        head.refiner.outputs[0].bias.fill_(1.0)
-        after = head.postprocess(outputs, [(64, 64)])[0].keypoints
-    assert len(before) > 0
-    # Each keypoint moves right and down by its window (at least one stride of the finest level).
-    shift = after[..., :2] - before[..., :2]
-    assert (shift >= 8 - 1e-4).all()
-    torch.testing.assert_close(after[..., 2], before[..., 2])
+        outputs.refine_heatmaps = ramp(outputs, head)
+        refined = head.postprocess(outputs, [(64, 64)])[0].keypoints
+        every_anchor = head.decode_keypoints(outputs)[0]  # (A, K, 2), refined
+        head.refiner = None
+        coarse = head.postprocess(outputs, [(64, 64)])[0].keypoints
+    assert len(coarse) > 0
+    # Each detection carries the refined keypoints of its anchor, not the regressed ones.
+    gap = (refined[:, None, :, :2] - every_anchor[None]).abs().flatten(2).amax(dim=2)
+    assert (gap.amin(dim=1) < 1e-4).all()
+    assert (refined[..., :2] - coarse[..., :2]).abs().amax() > 1.0
+    torch.testing.assert_close(refined[..., 2], coarse[..., 2])
 
 
 def test_every_refiner_parameter_gets_a_gradient_without_keypoints() -> None:
@@ -128,7 +138,9 @@ def test_every_refiner_parameter_gets_a_gradient_without_keypoints() -> None:
     assert all(p.grad is not None for p in head.refiner.parameters())
 
 
-def test_refiner_reads_its_tower_on_the_finest_level() -> None:
-    head = PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, refine_channels=16)
-    assert head(features()).refine_features.shape == (1, 16, 8, 8)  # p3 of a 64 px input
+def test_refiner_heatmaps_come_from_the_finest_level() -> None:
+    # One heatmap per keypoint and step, on p3 of a 64 px input.
+    head = PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, refine_channels=16, refine_steps=2)
+    assert head(features()).refine_heatmaps.shape == (1, 6, 8, 8)
+    assert head.refiner.tower[0][0].out_channels == 16
     assert PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, refine_steps=0).refiner is None

@@ -1,4 +1,4 @@
-"""Keypoint refinement: move each keypoint by what a fine feature map shows around it."""
+"""Keypoint refinement: move each keypoint to the peak of its own heatmap, read around it."""
 
 from __future__ import annotations
 
@@ -12,25 +12,29 @@ __all__ = ["KeypointRefiner"]
 
 
 class KeypointRefiner(nn.Module):
-    """Residual keypoint updates read from a fine feature map around the current estimates.
+    """Residual keypoint updates: a soft-argmax over a heatmap window around the current estimates.
 
     A pose regressed from one anchor's features has to encode every keypoint of the object in one
     vector; what it gets right is the layout, not the last few pixels. A hand's end, though, is a
-    local pattern: sampled around the estimate, a fine (stride-8) map shows where the limb ends, the
-    same way for every object size and position. Each step samples a ``patch x patch`` grid of
-    features centred on every keypoint (bilinear, ``roi_align``), spanning a window that grows with the object,
-    and a small MLP shared by all keypoints (plus a learned embedding per keypoint, so a left hand
-    and a right hand can move differently) predicts the offset in units of that window.
+    local pattern that a fine (stride-8) map shows the same way for every object size and position.
+    A small conv tower turns that map into one heatmap per keypoint (and step); each keypoint reads a
+    ``patch x patch`` grid of its own heatmap (bilinear, ``roi_align``) over a window that grows with
+    the object and moves to the softmax-weighted mean of the grid's positions. The expectation
+    places a keypoint between grid points and cells, and the same heatmap pattern means the same
+    move anywhere: on ``shapes`` this measured keypoint AP 0.295 against 0.211 for an MLP that
+    regressed the offset from a 3x3 patch of features.
+
+    The heatmaps are only ever read inside the windows, so they need not be right elsewhere.
 
     Args:
         in_channels: channels of the feature map it reads (the finest head level).
         num_keypoints: keypoints per object.
         channels: width of its feature tower on that map.
-        steps: successive refinements, each starting where the last ended.
+        steps: successive refinements, each starting where the last ended, each with its own
+            heatmaps.
         patch: samples per side of the grid read around each keypoint.
         window: the grid's half-size, as a fraction of ``sqrt(w * h)`` of the object's box (at least
-            one stride).
-        hidden: width of the MLP.
+            one stride of the map).
     """
 
     def __init__(
@@ -39,34 +43,34 @@ class KeypointRefiner(nn.Module):
         num_keypoints: int,
         channels: int = 64,
         steps: int = 1,
-        patch: int = 3,
+        patch: int = 7,
         window: float = 0.15,
-        hidden: int = 128,
     ) -> None:
         super().__init__()
-        if channels < 1 or steps < 1 or patch < 1 or window <= 0:
+        if channels < 1 or steps < 1 or patch < 2 or window <= 0:
             raise ValueError(
-                "KeypointRefiner needs channels, steps and patch >= 1 and window > 0; "
+                "KeypointRefiner needs channels, steps >= 1, patch >= 2 and window > 0; "
                 f"got {channels}, {steps}, {patch}, {window}"
             )
+        self.num_keypoints, self.steps = num_keypoints, steps
         self.patch, self.window = patch, window
-        self.tower = nn.Sequential(conv_bn_act(in_channels, channels, 3), conv_bn_act(channels, channels, 3))
-        self.inputs = nn.ModuleList(nn.Linear(channels * patch * patch, hidden) for _ in range(steps))
-        self.embeddings = nn.Parameter(torch.zeros(steps, num_keypoints, hidden))
-        self.outputs = nn.ModuleList(nn.Linear(hidden, 2) for _ in range(steps))
-        self.act = nn.SiLU()
-        for layer in self.outputs:
-            # Start as the identity: refinement only moves a keypoint once it has learned where to.
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
-
-    @property
-    def steps(self) -> int:
-        return len(self.outputs)
+        heatmaps = nn.Conv2d(channels, steps * num_keypoints, 1)
+        # Start as the identity: flat heatmaps put every keypoint at the centre of its window.
+        nn.init.zeros_(heatmaps.weight)
+        nn.init.zeros_(heatmaps.bias)
+        self.tower = nn.Sequential(
+            conv_bn_act(in_channels, channels, 3),
+            conv_bn_act(channels, channels, 3),
+            heatmaps,
+        )
+        # Bin centres of the grid, in units of the window's half-size, x before y.
+        centres = (torch.arange(patch, dtype=torch.float32) + 0.5) * 2 / patch - 1
+        grid_y, grid_x = torch.meshgrid(centres, centres, indexing="ij")
+        self.register_buffer("grid", torch.stack([grid_x, grid_y], dim=-1).reshape(-1, 2), persistent=False)
 
     def forward(
         self,
-        feature_map: Tensor,
+        heatmaps: Tensor,
         stride: float,
         keypoints: Tensor,
         image_index: Tensor,
@@ -75,8 +79,8 @@ class KeypointRefiner(nn.Module):
         """Refined ``(N, K, 2)`` keypoints after each step.
 
         Args:
-            feature_map: ``(B, C, H, W)`` output of :attr:`tower`.
-            stride: the map's stride in input pixels.
+            heatmaps: ``(B, steps * K, H, W)`` output of :attr:`tower`.
+            stride: the heatmaps' stride in input pixels.
             keypoints: ``(N, K, 2)`` starting estimates in input pixels (not differentiated through:
                 each step learns its own correction).
             image_index: ``(N,)`` image of each object in the batch.
@@ -86,20 +90,28 @@ class KeypointRefiner(nn.Module):
         if num == 0:
             return [keypoints] * self.steps
         # fp32, so that the gradients of overlapping samples add up at full precision.
-        feature_map = feature_map.float()
+        heatmaps = heatmaps.float()
         wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=1.0)
         radius = (self.window * wh.prod(dim=1).sqrt()).clamp(min=stride)[:, None, None]  # (N, 1, 1)
-        index = image_index.to(feature_map.dtype)[:, None, None].expand(num, num_keypoints, 1)
+        index = image_index.to(heatmaps.dtype)[:, None, None].expand(num, num_keypoints, 1)
         results = []
         current = keypoints.detach().float()
         for step in range(self.steps):
+            channels = heatmaps[:, step * num_keypoints : (step + 1) * num_keypoints]
             # One patch x patch grid of bins per keypoint, sampled once at each bin's centre.
             rois = torch.cat([index, current - radius, current + radius], dim=-1).reshape(-1, 5)
             samples = roi_align(
-                feature_map, rois, self.patch, spatial_scale=1.0 / stride, sampling_ratio=1, aligned=True
+                channels,
+                rois,
+                self.patch,
+                spatial_scale=1.0 / stride,
+                sampling_ratio=1,
+                aligned=True,
             )
-            hidden = self.inputs[step](samples.reshape(num, num_keypoints, -1)) + self.embeddings[step]
-            offset = self.outputs[step](self.act(hidden))
+            # (N * K, K, patch, patch): keypoint k reads channel k only.
+            samples = samples.reshape(num, num_keypoints, num_keypoints, -1)
+            logits = samples.diagonal(dim1=1, dim2=2).transpose(1, 2)  # (N, K, patch * patch)
+            offset = logits.softmax(dim=-1) @ self.grid
             refined = current + offset * radius
             results.append(refined)
             current = refined.detach()

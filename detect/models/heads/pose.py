@@ -23,11 +23,11 @@ __all__ = ["PoseHead", "PoseOutputs"]
 class PoseOutputs(DetectOutputs):
     """Detect outputs plus ``keypoint_logits`` ``(B, A, K, 3)``: x, y offsets and a visibility logit.
 
-    ``refine_features`` is the map the keypoint refiner reads (``None`` without refinement).
+    ``refine_heatmaps`` are the keypoint refiner's heatmaps (``None`` without refinement).
     """
 
     keypoint_logits: Tensor | None = None
-    refine_features: Tensor | None = None
+    refine_heatmaps: Tensor | None = None
 
 
 class PoseHead(DetectHead):
@@ -40,8 +40,9 @@ class PoseHead(DetectHead):
     with the dataset's sigmas and the object's segment area) plus an L1 distance in units of the
     object's size, with a visibility BCE, on the anchors the box assignment made positive for
     objects with keypoints. Its gradient reaches the shared features scaled by ``feature_grad``.
-    A :class:`KeypointRefiner` then moves each keypoint by what the finest level shows around it,
-    trained on the same loss; the regression places the pose, the refiner the last few pixels.
+    A :class:`KeypointRefiner` then moves each keypoint to the soft-argmax of a heatmap computed
+    from the finest level, read in a window around it, trained on the same loss; the regression
+    places the pose, the refiner the last few pixels.
 
     Args:
         in_specs: the neck's ``out_specs``.
@@ -61,8 +62,8 @@ class PoseHead(DetectHead):
             learns at the full rate).
         refine_steps: residual refinements of the regressed keypoints from the finest level
             (:class:`KeypointRefiner`); 0 turns refinement off.
-        refine_channels: width of the refiner's feature tower (two 3x3 convolutions) on the finest
-            level.
+        refine_channels: width of the refiner's feature tower (two 3x3 convolutions, then a 1x1 to
+            the heatmaps) on the finest level.
         refine_window: half-size of the window the refiner reads around a keypoint, as a fraction
             of ``sqrt(w * h)`` of the object's box.
         refine_patch: samples per side of the grid the refiner reads in that window.
@@ -85,7 +86,7 @@ class PoseHead(DetectHead):
         refine_steps: int = 1,
         refine_channels: int = 64,
         refine_window: float = 0.15,
-        refine_patch: int = 3,
+        refine_patch: int = 7,
         **kwargs,
     ) -> None:
         super().__init__(in_specs, num_classes, **kwargs)
@@ -149,14 +150,14 @@ class PoseHead(DetectHead):
             raw = torch.cat(levels, dim=2).transpose(1, 2)
         else:
             raw = self.run_branches(self.keypoint_branches, features)
-        refine_features = None if self.refiner is None else self.refiner.tower(features[self.refine_level])
+        refine_heatmaps = None if self.refiner is None else self.refiner.tower(features[self.refine_level])
         return PoseOutputs(
             base.cls_logits,
             base.box_logits,
             base.anchors,
             base.strides,
             keypoint_logits=raw.reshape(*raw.shape[:2], self.num_keypoints, 3),
-            refine_features=refine_features,
+            refine_heatmaps=refine_heatmaps,
         )
 
     def refine(
@@ -165,7 +166,7 @@ class PoseHead(DetectHead):
         """The refiner's ``(N, K, 2)`` keypoints after each step (none without a refiner)."""
         if self.refiner is None:
             return []
-        return self.refiner(outputs.refine_features, self.refine_stride, keypoints, image_index, boxes)
+        return self.refiner(outputs.refine_heatmaps, self.refine_stride, keypoints, image_index, boxes)
 
     def decode_keypoints(self, outputs: PoseOutputs, boxes: Tensor | None = None) -> Tensor:
         """``(B, A, K, 2)`` keypoint positions in input pixels, in the frame of each anchor's box.
