@@ -24,6 +24,13 @@ def features(seed: int = 0) -> dict[str, torch.Tensor]:
     }
 
 
+def ramp(outputs, head: PoseHead) -> torch.Tensor:
+    """Heatmaps that rise to the right and downwards: every keypoint goes to its window's corner."""
+    height, width = outputs.refine_heatmaps.shape[-2:]
+    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    return (50.0 * (xs + ys).float()).expand_as(outputs.refine_heatmaps).clone()
+
+
 def targets() -> list[Targets]:
     return [Targets(torch.tensor([BOX]), torch.tensor([0]), keypoints=torch.tensor([POSE]))]
 
@@ -74,6 +81,20 @@ def test_feature_grad_scales_what_reaches_the_shared_features() -> None:
     torch.testing.assert_close(grads[0.1], grads[1.0] * 0.1, rtol=1e-4, atol=1e-7)
 
 
+def test_refinement_does_not_train_the_shared_features() -> None:
+    grads = {}
+    for steps in (0, 2):
+        torch.manual_seed(0)
+        head = PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, refine_steps=steps)
+        feats = features()
+        if steps:
+            # A trained refiner: its zero-initialised heatmap layer would pass no gradient back.
+            torch.nn.init.normal_(head.refiner.tower[-1].weight)
+        head.loss(head(feats), targets())["loss_keypoint"].backward()
+        grads[steps] = torch.cat([f.grad.flatten() for f in feats.values()])
+    torch.testing.assert_close(grads[2], grads[0])
+
+
 def test_feature_grad_out_of_range_is_refused() -> None:
     with pytest.raises(ValueError, match="feature_grad"):
         PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, feature_grad=2.0)
@@ -87,13 +108,6 @@ def test_refiner_starts_as_the_identity() -> None:
     head_without.load_state_dict(head.state_dict(), strict=False)
     coarse = head_without.decode_keypoints(outputs, boxes)
     torch.testing.assert_close(head.decode_keypoints(outputs, boxes), coarse)
-
-
-def ramp(outputs, head: PoseHead, slope: float = 50.0) -> torch.Tensor:
-    """Heatmaps that rise to the right and downwards: every keypoint goes to its window's corner."""
-    height, width = outputs.refine_heatmaps.shape[-2:]
-    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
-    return (slope * (xs + ys).float()).expand_as(outputs.refine_heatmaps).clone()
 
 
 def test_refiner_moves_keypoints_within_their_window() -> None:
