@@ -114,11 +114,13 @@ def test_refiner_moves_keypoints_within_their_window() -> None:
     head = PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, refine_window=0.25, refine_patch=4)
     outputs = head(features())
     outputs.refine_heatmaps = ramp(outputs, head)
-    keypoints = torch.tensor([[[20.0, 20.0], [30.0, 40.0], [10.0, 50.0]]])
+    keypoints = torch.tensor([[[10.0, 10.0], [14.0, 20.0], [20.0, 14.0]]])
     box = torch.tensor([[0.0, 0.0, 64.0, 64.0]])  # sqrt(w * h) = 64: a +-16 px window
-    (refined,) = head.refine(outputs, keypoints, torch.tensor([0]), box)
-    # The last of four bins per side is centred 3/4 of the half-size from the middle: 12 px.
-    torch.testing.assert_close(refined, keypoints + 12.0, atol=1e-3, rtol=0)
+    first, second = head.refine(outputs, keypoints, torch.tensor([0]), box)
+    # The last of four bins per side is centred 3/4 of the half-size from the middle: 12 px; the
+    # second step starts where the first ended.
+    torch.testing.assert_close(first, keypoints + 12.0, atol=1e-3, rtol=0)
+    torch.testing.assert_close(second, keypoints + 24.0, atol=1e-3, rtol=0)
 
 
 def test_refinement_is_trained_and_used_at_prediction() -> None:
