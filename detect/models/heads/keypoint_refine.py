@@ -52,8 +52,7 @@ class KeypointRefiner(nn.Module):
                 "KeypointRefiner needs channels, steps >= 1, patch >= 2 and window > 0; "
                 f"got {channels}, {steps}, {patch}, {window}"
             )
-        self.num_keypoints, self.steps = num_keypoints, steps
-        self.patch, self.window = patch, window
+        self.steps, self.patch, self.window = steps, patch, window
         heatmaps = nn.Conv2d(channels, steps * num_keypoints, 1)
         # Start as the identity: flat heatmaps put every keypoint at the centre of its window.
         nn.init.zeros_(heatmaps.weight)
@@ -93,11 +92,16 @@ class KeypointRefiner(nn.Module):
         heatmaps = heatmaps.float()
         wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=1.0)
         radius = (self.window * wh.prod(dim=1).sqrt()).clamp(min=stride)[:, None, None]  # (N, 1, 1)
-        index = image_index.to(heatmaps.dtype)[:, None, None].expand(num, num_keypoints, 1)
+        batch, height, width = heatmaps.shape[0], *heatmaps.shape[-2:]
+        # Keypoint k of an object reads only channel k of its image: each channel is its own
+        # one-channel "image" for roi_align, numbered image * K + k.
+        keypoint_index = torch.arange(num_keypoints, device=heatmaps.device)
+        index = (image_index[:, None] * num_keypoints + keypoint_index).to(heatmaps.dtype)[..., None]
         results = []
         current = keypoints.detach().float()
         for step in range(self.steps):
             channels = heatmaps[:, step * num_keypoints : (step + 1) * num_keypoints]
+            channels = channels.reshape(batch * num_keypoints, 1, height, width)
             # One patch x patch grid of bins per keypoint, sampled once at each bin's centre.
             rois = torch.cat([index, current - radius, current + radius], dim=-1).reshape(-1, 5)
             samples = roi_align(
@@ -108,9 +112,7 @@ class KeypointRefiner(nn.Module):
                 sampling_ratio=1,
                 aligned=True,
             )
-            # (N * K, K, patch, patch): keypoint k reads channel k only.
-            samples = samples.reshape(num, num_keypoints, num_keypoints, -1)
-            logits = samples.diagonal(dim1=1, dim2=2).transpose(1, 2)  # (N, K, patch * patch)
+            logits = samples.reshape(num, num_keypoints, -1)  # (N, K, patch * patch)
             offset = logits.softmax(dim=-1) @ self.grid
             refined = current + offset * radius
             results.append(refined)
