@@ -70,29 +70,31 @@ def test_prediction_is_in_the_frame_of_the_anchors_own_box() -> None:
     torch.testing.assert_close(keypoints, centres[:, :, None].expand_as(keypoints))
 
 
+def keypoint_grad_on_features(**options) -> torch.Tensor:
+    """Gradient of the keypoint loss on the shared features, for a head built with ``options``."""
+    torch.manual_seed(0)
+    head = PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, **options)
+    if head.refiner is not None:
+        # As if trained: the zero-initialised heatmap layer would pass no gradient back at all.
+        torch.nn.init.normal_(head.refiner.tower[-1].weight)
+    feats = features()
+    head.loss(head(feats), targets())["loss_keypoint"].backward()
+    return torch.cat([f.grad.flatten() for f in feats.values()])
+
+
 def test_feature_grad_scales_what_reaches_the_shared_features() -> None:
-    grads = {}
-    for factor in (1.0, 0.1):
-        torch.manual_seed(0)
-        head = PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, feature_grad=factor)
-        feats = features()
-        head.loss(head(feats), targets())["loss_keypoint"].backward()
-        grads[factor] = torch.cat([f.grad.flatten() for f in feats.values()])
-    torch.testing.assert_close(grads[0.1], grads[1.0] * 0.1, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(
+        keypoint_grad_on_features(feature_grad=0.1),
+        keypoint_grad_on_features(feature_grad=1.0) * 0.1,
+        rtol=1e-4,
+        atol=1e-7,
+    )
 
 
 def test_refinement_does_not_train_the_shared_features() -> None:
-    grads = {}
-    for steps in (0, 2):
-        torch.manual_seed(0)
-        head = PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, refine_steps=steps)
-        feats = features()
-        if steps:
-            # A trained refiner: its zero-initialised heatmap layer would pass no gradient back.
-            torch.nn.init.normal_(head.refiner.tower[-1].weight)
-        head.loss(head(feats), targets())["loss_keypoint"].backward()
-        grads[steps] = torch.cat([f.grad.flatten() for f in feats.values()])
-    torch.testing.assert_close(grads[2], grads[0])
+    torch.testing.assert_close(
+        keypoint_grad_on_features(refine_steps=2), keypoint_grad_on_features(refine_steps=0)
+    )
 
 
 def test_feature_grad_out_of_range_is_refused() -> None:
