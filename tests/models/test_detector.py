@@ -11,7 +11,7 @@ KEYPOINTS = KeypointInfo(("head", "left_hand", "right_hand"), ((1, 2), (1, 3)), 
 LOSS_KEYS = {
     "detect": {"loss_cls", "loss_box", "loss_dfl"},
     "segment": {"loss_cls", "loss_box", "loss_dfl", "loss_mask"},
-    "pose": {"loss_cls", "loss_box", "loss_dfl", "loss_keypoint", "loss_visibility"},
+    "pose": {"loss_cls", "loss_box", "loss_dfl", "loss_keypoint", "loss_visibility", "loss_heatmap"},
 }
 
 

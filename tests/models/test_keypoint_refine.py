@@ -30,3 +30,40 @@ def test_soft_argmax_starts_as_the_identity_and_learns_its_heatmaps() -> None:
     torch.testing.assert_close(refined, start)
     refined.sum().backward()
     assert refiner.tower[-1].weight.grad.abs().sum() > 0
+
+
+def test_heatmap_loss_is_lowest_for_a_peak_on_the_true_keypoint() -> None:
+    refiner = KeypointRefiner(8, num_keypoints=1, patch=5, window=1.0)
+    start, box = torch.full((1, 1, 2), 100.0), torch.tensor([[90.0, 90.0, 110.0, 110.0]])
+    truth = torch.tensor([[[108.0, 92.0]]])  # on the grid: cell (x 13, y 11) of a stride-8 map
+    labelled = torch.ones(1, 1, dtype=torch.bool)
+
+    def loss_with_peak_at(row: int, column: int) -> float:
+        heatmaps = torch.zeros(1, 1, 32, 32)
+        heatmaps[0, 0, row, column] = 5.0
+        steps = refiner.run(heatmaps, 8.0, start, torch.tensor([0]), box)
+        return float(refiner.heatmap_loss(steps, truth, labelled))
+
+    on_truth = loss_with_peak_at(11, 13)
+    assert on_truth < loss_with_peak_at(12, 12) < loss_with_peak_at(14, 10)
+    # Unlabelled keypoints do not count.
+    steps = refiner.run(torch.zeros(1, 1, 32, 32), 8.0, start, torch.tensor([0]), box)
+    assert float(refiner.heatmap_loss(steps, truth, ~labelled)) == 0.0
+
+
+def test_heatmap_loss_gradient_pulls_the_soft_argmax_towards_the_truth() -> None:
+    torch.manual_seed(0)
+    refiner = KeypointRefiner(4, num_keypoints=2, patch=7)
+    features = torch.randn(1, 4, 16, 16)
+    start = torch.tensor([[[60.0, 60.0], [40.0, 70.0]]])
+    box = torch.tensor([[30.0, 40.0, 90.0, 100.0]])
+    truth = start + torch.tensor([[[5.0, -4.0], [-6.0, 3.0]]])
+    labelled = torch.ones(1, 2, dtype=torch.bool)
+    optimizer = torch.optim.SGD(refiner.parameters(), lr=0.5)
+    for _ in range(30):
+        steps = refiner.run(refiner.tower(features), 8.0, start, torch.tensor([0]), box)
+        optimizer.zero_grad()
+        refiner.heatmap_loss(steps, truth, labelled).backward()
+        optimizer.step()
+    (refined,) = refiner(refiner.tower(features), 8.0, start, torch.tensor([0]), box)
+    assert (refined - truth).norm(dim=-1).amax() < 0.5 * (start - truth).norm(dim=-1).amin()

@@ -118,7 +118,7 @@ def test_refiner_moves_keypoints_within_their_window() -> None:
     outputs.refine_heatmaps = ramp(outputs, head)
     keypoints = torch.tensor([[[10.0, 10.0], [14.0, 20.0], [20.0, 14.0]]])
     box = torch.tensor([[0.0, 0.0, 64.0, 64.0]])  # sqrt(w * h) = 64: a +-16 px window
-    first, second = head.refine(outputs, keypoints, torch.tensor([0]), box)
+    first, second = (step.keypoints for step in head.refine(outputs, keypoints, torch.tensor([0]), box))
     # The last of four bins per side is centred 3/4 of the half-size from the middle: 12 px; the
     # second step starts where the first ended.
     torch.testing.assert_close(first, keypoints + 12.0, atol=1e-3, rtol=0)

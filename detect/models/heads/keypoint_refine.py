@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
 from detect.models.layers import conv_bn_act
 
-__all__ = ["KeypointRefiner"]
+__all__ = ["KeypointRefiner", "RefineStep"]
+
+
+@dataclass
+class RefineStep:
+    """One refinement step: ``keypoints`` ``(N, K, 2)`` after it, the grid ``logits`` ``(N, K, P * P)``
+    it read, and the window (``start`` ``(N, K, 2)``, ``radius`` ``(N, 1, 1)``) it read them in."""
+
+    keypoints: Tensor
+    logits: Tensor
+    start: Tensor
+    radius: Tensor
 
 
 class KeypointRefiner(nn.Module):
@@ -75,7 +89,18 @@ class KeypointRefiner(nn.Module):
         image_index: Tensor,
         boxes: Tensor,
     ) -> list[Tensor]:
-        """Refined ``(N, K, 2)`` keypoints after each step.
+        """Refined ``(N, K, 2)`` keypoints after each step (arguments as :meth:`run`)."""
+        return [step.keypoints for step in self.run(heatmaps, stride, keypoints, image_index, boxes)]
+
+    def run(
+        self,
+        heatmaps: Tensor,
+        stride: float,
+        keypoints: Tensor,
+        image_index: Tensor,
+        boxes: Tensor,
+    ) -> list[RefineStep]:
+        """Every step's refined keypoints, with the grid logits and windows it read.
 
         Args:
             heatmaps: ``(B, steps * K, H, W)`` output of :attr:`tower`.
@@ -86,8 +111,6 @@ class KeypointRefiner(nn.Module):
             boxes: ``(N, 4)`` xyxy boxes that set each object's window.
         """
         num, num_keypoints = keypoints.shape[:2]
-        if num == 0:
-            return [keypoints] * self.steps
         # fp32, so that the gradients of overlapping samples add up at full precision.
         heatmaps = heatmaps.float()
         wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=1.0)
@@ -112,9 +135,33 @@ class KeypointRefiner(nn.Module):
                 sampling_ratio=1,
                 aligned=True,
             )
-            logits = samples.reshape(num, num_keypoints, -1)  # (N, K, patch * patch)
+            logits = samples.reshape(num, num_keypoints, self.patch * self.patch)
             offset = logits.softmax(dim=-1) @ self.grid
             refined = current + offset * radius
-            results.append(refined)
+            results.append(RefineStep(refined, logits, current, radius))
             current = refined.detach()
         return results
+
+    def heatmap_loss(self, steps: list[RefineStep], target: Tensor, labelled: Tensor) -> Tensor:
+        """Mean over steps and labelled keypoints of KL(soft target || softmax of the grid logits).
+
+        The target is a Gaussian around the true keypoint, one grid spacing wide, on the same grid.
+        The soft-argmax alone learns only through the expectation, whose gradient is weak while
+        the heatmap is still flat; this loss tells every grid point how much it should hold.
+
+        Args:
+            steps: :meth:`run`'s output.
+            target: ``(N, K, 2)`` true keypoints in input pixels.
+            labelled: ``(N, K)`` which of them count.
+        """
+        if not steps or not labelled.any():
+            return sum(step.logits.sum() for step in steps) * 0.0 if steps else target.new_zeros(())
+        spacing = 2.0 / self.patch
+        losses = []
+        for step in steps:
+            position = (target[..., :2].float() - step.start) / step.radius  # window units
+            distance2 = (self.grid[None, None] - position[..., None, :]).pow(2).sum(dim=-1)
+            soft = (-distance2 / (2 * spacing**2)).softmax(dim=-1)
+            kl = F.kl_div(step.logits.log_softmax(dim=-1), soft, reduction="none").sum(dim=-1)
+            losses.append(kl[labelled].mean())
+        return torch.stack(losses).mean()

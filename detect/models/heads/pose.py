@@ -12,7 +12,7 @@ from torchvision.ops import Conv2dNormActivation
 
 from detect.models.heads.assigner import Assignment
 from detect.models.heads.detection import DetectHead, DetectOutputs, pad_targets
-from detect.models.heads.keypoint_refine import KeypointRefiner
+from detect.models.heads.keypoint_refine import KeypointRefiner, RefineStep
 from detect.models.layers import conv_bn_act
 from detect.structures import Detections, FeatureSpec, KeypointInfo, Targets
 
@@ -67,6 +67,8 @@ class PoseHead(DetectHead):
         refine_window: half-size of the window the refiner reads around a keypoint, as a fraction
             of ``sqrt(w * h)`` of the object's box.
         refine_patch: samples per side of the grid the refiner reads in that window.
+        heatmap_weight: weight of the refiner's heatmap term (:meth:`KeypointRefiner.heatmap_loss`),
+            which trains each grid point of its window towards a Gaussian around the true keypoint.
         **kwargs: :class:`DetectHead` arguments.
     """
 
@@ -87,6 +89,7 @@ class PoseHead(DetectHead):
         refine_channels: int = 64,
         refine_window: float = 0.15,
         refine_patch: int = 7,
+        heatmap_weight: float = 1.0,
         **kwargs,
     ) -> None:
         super().__init__(in_specs, num_classes, **kwargs)
@@ -120,6 +123,7 @@ class PoseHead(DetectHead):
         self.keypoint_weight = keypoint_weight
         self.distance_weight = distance_weight
         self.visibility_weight = visibility_weight
+        self.heatmap_weight = heatmap_weight
         if not 0 <= feature_grad <= 1:
             raise ValueError(f"feature_grad must be in [0, 1], got {feature_grad}")
         self.feature_grad = feature_grad
@@ -166,11 +170,11 @@ class PoseHead(DetectHead):
 
     def refine(
         self, outputs: PoseOutputs, keypoints: Tensor, image_index: Tensor, boxes: Tensor
-    ) -> list[Tensor]:
-        """The refiner's ``(N, K, 2)`` keypoints after each step (none without a refiner)."""
+    ) -> list[RefineStep]:
+        """The refiner's steps from ``(N, K, 2)`` keypoints (none without a refiner)."""
         if self.refiner is None:
             return []
-        return self.refiner(outputs.refine_heatmaps, self.refine_stride, keypoints, image_index, boxes)
+        return self.refiner.run(outputs.refine_heatmaps, self.refine_stride, keypoints, image_index, boxes)
 
     def decode_keypoints(self, outputs: PoseOutputs, boxes: Tensor | None = None) -> Tensor:
         """``(B, A, K, 2)`` keypoint positions in input pixels, in the frame of each anchor's box.
@@ -186,8 +190,8 @@ class PoseHead(DetectHead):
             return keypoints
         batch, anchors = keypoints.shape[:2]
         image_index = torch.arange(batch, device=keypoints.device).repeat_interleave(anchors)
-        refined = self.refine(outputs, keypoints.flatten(0, 1), image_index, boxes.flatten(0, 1))
-        return refined[-1].reshape_as(keypoints)
+        steps = self.refine(outputs, keypoints.flatten(0, 1), image_index, boxes.flatten(0, 1))
+        return steps[-1].keypoints.reshape_as(keypoints)
 
     def loss(self, outputs: PoseOutputs, targets: list[Targets]) -> dict[str, Tensor]:
         assignment, pred_boxes = self.assign(outputs, targets)
@@ -229,22 +233,27 @@ class PoseHead(DetectHead):
         predicted = _in_box(raw, boxes, outputs.strides[anchor_index])
         # The coarse estimate and every refinement step are scored alike: the regression still has
         # to bring each keypoint within the refiner's reach.
-        stages = [predicted, *self.refine(outputs, predicted, batch_index, boxes)]
+        steps = self.refine(outputs, predicted, batch_index, boxes)
+        stages = [predicted, *(step.keypoints for step in steps)]
         scale = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=1.0).sqrt()
         loss_keypoint = sum(self._keypoint_loss(stage, target, labelled, area, scale) for stage in stages)
         visibility_logits = outputs.keypoint_logits[batch_index, anchor_index, :, 2].float()
         loss_visibility = F.binary_cross_entropy_with_logits(visibility_logits, labelled.float())
-        return {
+        losses = {
             "loss_keypoint": loss_keypoint * self.keypoint_weight,
             "loss_visibility": loss_visibility * self.visibility_weight,
         }
+        if self.refiner is not None:
+            losses["loss_heatmap"] = self.refiner.heatmap_loss(steps, target, labelled) * self.heatmap_weight
+        return losses
 
     def _no_keypoint_losses(self, outputs: PoseOutputs) -> dict[str, Tensor]:
         """Zero losses that still reach every keypoint parameter (DDP expects each one in the graph)."""
         zero = outputs.keypoint_logits.sum() * 0.0
+        losses = {"loss_keypoint": zero, "loss_visibility": zero}
         if self.refiner is not None:
-            zero = zero + sum(p.sum() for p in self.refiner.parameters()) * 0.0
-        return {"loss_keypoint": zero, "loss_visibility": zero}
+            losses["loss_heatmap"] = zero + sum(p.sum() for p in self.refiner.parameters()) * 0.0
+        return losses
 
     def _keypoint_loss(
         self, predicted: Tensor, target: Tensor, labelled: Tensor, area: Tensor, scale: Tensor
@@ -273,7 +282,8 @@ class PoseHead(DetectHead):
             kept_boxes = boxes[image, anchor_index]
             keypoints = _in_box(logits[..., :2], kept_boxes, outputs.strides[anchor_index])
             image_index = torch.full((len(anchor_index),), image, device=keypoints.device)
-            keypoints = ([keypoints] + self.refine(outputs, keypoints, image_index, kept_boxes))[-1]
+            steps = self.refine(outputs, keypoints, image_index, kept_boxes)
+            keypoints = steps[-1].keypoints if steps else keypoints
             detections.keypoints = torch.cat([keypoints, logits[..., 2:].sigmoid()], dim=-1)
             results.append(detections)
         return results
