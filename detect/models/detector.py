@@ -25,7 +25,9 @@ class Detector(nn.Module):
     Args:
         backbone: a built backbone.
         neck: builds the neck from ``in_specs`` (a Hydra partial).
-        head: builds the head from ``in_specs`` and ``num_classes`` (a Hydra partial).
+        head: builds the head from ``in_specs`` and ``num_classes`` (a Hydra partial). The head sees
+            the neck's levels and, under their own names, the backbone's levels that the neck does
+            not replace (a pose refiner may read a fine backbone level the neck leaves out).
         num_classes: number of object classes (comes from the dataset).
         keypoints: the dataset's keypoint description, passed to heads that predict keypoints.
         pixel_mean: per-channel mean of ``[0, 1]`` images, subtracted before the backbone.
@@ -53,7 +55,8 @@ class Detector(nn.Module):
         self.neck = neck(in_specs=backbone.out_specs)
         head_class = getattr(head, "func", head)
         extra = {"keypoints": keypoints} if "keypoints" in getattr(head_class, "target_fields", ()) else {}
-        self.head = head(in_specs=self.neck.out_specs, num_classes=num_classes, **extra)
+        head_specs = {**backbone.out_specs, **self.neck.out_specs}
+        self.head = head(in_specs=head_specs, num_classes=num_classes, **extra)
         self.num_classes = num_classes
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), persistent=False)
@@ -77,7 +80,8 @@ class Detector(nn.Module):
             images = images.float().div_(255.0)
         self.check_input_size(*images.shape[-2:])
         images = (images - self.pixel_mean) / self.pixel_std
-        return self.head(self.neck(self.backbone(images)))
+        features = self.backbone(images)
+        return self.head({**features, **self.neck(features)})
 
     def loss(self, outputs: Any, targets: list[Targets]) -> dict[str, Tensor]:
         """Named loss terms; their sum is what training minimises."""

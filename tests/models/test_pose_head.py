@@ -162,3 +162,24 @@ def test_refiner_heatmaps_come_from_the_finest_level() -> None:
     assert head(features()).refine_heatmaps.shape == (1, 6, 8, 8)
     assert head.refiner.tower[0][0].out_channels == 16
     assert PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, refine_steps=0).refiner is None
+
+
+def test_refiner_may_read_a_backbone_level_the_neck_leaves_out() -> None:
+    from functools import partial
+
+    from detect.models import PAN, CSPDarknet, Detector
+
+    backbone = CSPDarknet(depth_multiple=0.33, width_multiple=0.25, out_features=("p2", "p3", "p4", "p5"))
+    head = partial(PoseHead, keypoints=KEYPOINTS, refine_level="p2", refine_channels=8)
+    model = Detector(backbone, PAN, head, num_classes=2, keypoints=KEYPOINTS)
+    assert model.head.refine_stride == 4 and "p2" not in model.neck.out_specs
+    outputs = model(torch.rand(1, 3, 64, 64))
+    assert outputs.refine_heatmaps.shape == (1, 6, 16, 16)  # stride 4, two steps of three keypoints
+    losses = model.loss(outputs, targets())
+    sum(losses.values()).backward()
+    assert model.head.refiner.tower[-1].weight.grad.abs().sum() > 0
+
+
+def test_refine_level_must_be_produced() -> None:
+    with pytest.raises(ValueError, match="out_features"):
+        PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, refine_level="p2")

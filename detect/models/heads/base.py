@@ -11,7 +11,10 @@ __all__ = ["Head", "make_anchors"]
 
 
 class Head(nn.Module):
-    """Base class for task heads, built from the neck's ``out_specs`` and ``num_classes``.
+    """Base class for task heads, built from the feature specs and ``num_classes``.
+
+    The specs are the neck's ``out_specs`` plus, under their own names, the backbone levels the
+    neck does not output (a head picks what it reads by name).
 
     Attributes:
         target_fields: what the head needs in :class:`Targets` besides boxes and labels

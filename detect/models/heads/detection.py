@@ -54,7 +54,7 @@ class DetectHead(Head):
     """Per-level decoupled convolutional branches for classification and box distribution.
 
     Args:
-        in_specs: the neck's ``out_specs``.
+        in_specs: the neck's ``out_specs`` and the backbone levels the neck leaves out.
         num_classes: number of object classes.
         in_features: levels to predict on.
         reg_max: distance bins per box side; the largest side distance is ``(reg_max - 1) * stride``.

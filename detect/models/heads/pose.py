@@ -41,11 +41,12 @@ class PoseHead(DetectHead):
     object's size, with a visibility BCE, on the anchors the box assignment made positive for
     objects with keypoints. Its gradient reaches the shared features scaled by ``feature_grad``.
     A :class:`KeypointRefiner` then moves each keypoint to the soft-argmax of a heatmap computed
-    from the finest level (without training it), read in a window around it, trained on the same
-    loss; the regression places the pose, the refiner the last few pixels.
+    from the finest level the head gets (the backbone's stride-4 ``p2`` where it returns one;
+    without training it), read in a window around it, trained on the same loss plus a heatmap
+    term; the regression places the pose, the refiner the last few pixels.
 
     Args:
-        in_specs: the neck's ``out_specs``.
+        in_specs: the neck's ``out_specs`` and the backbone levels the neck leaves out.
         num_classes: number of object classes.
         keypoints: names, skeleton and OKS sigmas, read from the dataset's categories.
         keypoint_weight: weight of the keypoint term.
@@ -69,6 +70,9 @@ class PoseHead(DetectHead):
         refine_patch: samples per side of the grid the refiner reads in that window.
         heatmap_weight: weight of the refiner's heatmap term (:meth:`KeypointRefiner.heatmap_loss`),
             which trains each grid point of its window towards a Gaussian around the true keypoint.
+        refine_level: the level the refiner reads; default: the finest the head gets, which is the
+            backbone's stride-4 ``p2`` where the backbone returns it (the neck leaves it out) and
+            the neck's finest level otherwise.
         **kwargs: :class:`DetectHead` arguments.
     """
 
@@ -90,6 +94,7 @@ class PoseHead(DetectHead):
         refine_window: float = 0.15,
         refine_patch: int = 7,
         heatmap_weight: float = 1.0,
+        refine_level: str | None = None,
         **kwargs,
     ) -> None:
         super().__init__(in_specs, num_classes, **kwargs)
@@ -127,11 +132,17 @@ class PoseHead(DetectHead):
         if not 0 <= feature_grad <= 1:
             raise ValueError(f"feature_grad must be in [0, 1], got {feature_grad}")
         self.feature_grad = feature_grad
-        finest = min(range(len(self.specs)), key=lambda i: self.specs[i].stride)
-        self.refine_level, self.refine_stride = self.in_features[finest], self.specs[finest].stride
+        if refine_level is None:
+            refine_level = min(in_specs, key=lambda key: in_specs[key].stride)
+        if refine_level not in in_specs:
+            raise ValueError(
+                f"refine_level {refine_level!r} is not among the levels the head gets: {sorted(in_specs)}; "
+                "add it to the backbone's out_features"
+            )
+        self.refine_level, self.refine_stride = refine_level, in_specs[refine_level].stride
         self.refiner = (
             KeypointRefiner(
-                self.specs[finest].channels,
+                in_specs[refine_level].channels,
                 self.num_keypoints,
                 channels=refine_channels,
                 steps=refine_steps,

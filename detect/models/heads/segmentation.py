@@ -45,7 +45,7 @@ class SegmentHead(DetectHead):
     prototype resolution (stride 4) on the anchors the box assignment made positive.
 
     Args:
-        in_specs: the neck's ``out_specs``.
+        in_specs: the neck's ``out_specs`` and the backbone levels the neck leaves out.
         num_classes: number of object classes.
         num_protos: prototype masks (and coefficients per anchor).
         proto_channels: width of the prototype branch (default: the finest level's channels).
