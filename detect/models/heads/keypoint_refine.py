@@ -82,16 +82,9 @@ class KeypointRefiner(nn.Module):
         grid_y, grid_x = torch.meshgrid(centres, centres, indexing="ij")
         self.register_buffer("grid", torch.stack([grid_x, grid_y], dim=-1).reshape(-1, 2), persistent=False)
 
-    def forward(
-        self,
-        heatmaps: Tensor,
-        stride: float,
-        keypoints: Tensor,
-        image_index: Tensor,
-        boxes: Tensor,
-    ) -> list[Tensor]:
+    def forward(self, *args: Tensor | float) -> list[Tensor]:
         """Refined ``(N, K, 2)`` keypoints after each step (arguments as :meth:`run`)."""
-        return [step.keypoints for step in self.run(heatmaps, stride, keypoints, image_index, boxes)]
+        return [step.keypoints for step in self.run(*args)]
 
     def run(
         self,

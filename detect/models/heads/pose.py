@@ -90,7 +90,7 @@ class PoseHead(DetectHead):
         share_levels: bool = False,
         feature_grad: float = 0.1,
         refine_steps: int = 2,
-        refine_channels: int = 64,
+        refine_channels: int = 32,
         refine_window: float = 0.15,
         refine_patch: int = 7,
         heatmap_weight: float = 1.0,
