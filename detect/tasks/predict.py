@@ -13,14 +13,14 @@ from omegaconf import DictConfig
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from detect.data.coco import read_image
+from detect.data.coco import CategoryMap, read_image
 from detect.data.transforms import build_transforms, letterbox_params
 from detect.eval.coco import encode_masks
-from detect.structures import ImageMeta
+from detect.structures import Detections, ImageMeta
 from detect.tasks.checkpoint import load_task
 from detect.tasks.visualize import draw_detections
 
-__all__ = ["find_images", "predict"]
+__all__ = ["find_images", "predict", "prediction_entry"]
 
 log = logging.getLogger(__name__)
 
@@ -95,25 +95,31 @@ def predict(cfg: DictConfig) -> list[dict]:
             keypoint_labels=task.keypoint_labels,
         )
         Image.fromarray(drawn).save(drawn_dir / f"{path.stem}.jpg")
-        labels = detections.labels.tolist()
-        entry = {
-            "file": str(path),
-            "width": width,
-            "height": height,
-            "boxes": [[round(v, 2) for v in box] for box in detections.boxes.tolist()],
-            "scores": [round(v, 4) for v in detections.scores.tolist()],
-            "category_ids": [task.categories.ids[i] for i in labels],
-            "category_names": [task.categories.names[i] for i in labels],
-        }
-        if detections.masks is not None:
-            entry["masks"] = encode_masks(detections.masks.numpy())
-        if detections.keypoints is not None:
-            entry["keypoints"] = [
-                [round(v, 2) for v in kp] for kp in detections.keypoints.reshape(len(labels), -1).tolist()
-            ]
-        entries.append(entry)
+        entries.append(prediction_entry(path, width, height, detections, task.categories))
     (output_dir / "predictions.json").write_text(json.dumps(entries, indent=1))
     print(f"{len(entries)} images -> {drawn_dir}; predictions: {output_dir / 'predictions.json'}")
     if skipped:
         print(f"skipped {skipped} unreadable files (see the log)")
     return entries
+
+
+def prediction_entry(
+    path: Path, width: int, height: int, detections: Detections, categories: CategoryMap
+) -> dict:
+    """One image's ``predictions.json`` record: boxes, scores, classes, and masks or keypoints."""
+    labels = detections.labels.tolist()
+    entry = {
+        "file": str(path),
+        "width": width,
+        "height": height,
+        "boxes": [[round(v, 2) for v in box] for box in detections.boxes.tolist()],
+        "scores": [round(v, 4) for v in detections.scores.tolist()],
+        "category_ids": [categories.ids[i] for i in labels],
+        "category_names": [categories.names[i] for i in labels],
+    }
+    if detections.masks is not None:
+        entry["masks"] = encode_masks(detections.masks.numpy())
+    if detections.keypoints is not None:
+        # (N, K, 3) -> one flat x, y, confidence list per detection; N may be 0.
+        entry["keypoints"] = [[round(v, 2) for v in kp] for kp in detections.keypoints.flatten(1).tolist()]
+    return entry
