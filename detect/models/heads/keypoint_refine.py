@@ -148,14 +148,13 @@ class KeypointRefiner(nn.Module):
             target: ``(N, K, 2)`` true keypoints in input pixels.
             labelled: ``(N, K)`` which of them count.
         """
-        if not steps or not labelled.any():
-            return sum(step.logits.sum() for step in steps) * 0.0 if steps else target.new_zeros(())
         spacing = 2.0 / self.patch
+        count = labelled.sum().clamp(min=1)
         losses = []
         for step in steps:
             position = (target[..., :2].float() - step.start) / step.radius  # window units
             distance2 = (self.grid[None, None] - position[..., None, :]).pow(2).sum(dim=-1)
             soft = (-distance2 / (2 * spacing**2)).softmax(dim=-1)
             kl = F.kl_div(step.logits.log_softmax(dim=-1), soft, reduction="none").sum(dim=-1)
-            losses.append(kl[labelled].mean())
+            losses.append((kl * labelled).sum() / count)
         return torch.stack(losses).mean()
