@@ -167,8 +167,9 @@ class PoseHead(DetectHead):
             raw = self.run_branches(self.keypoint_branches, features)
         refine_heatmaps = None
         if self.refiner is not None:
-            # The refiner reads the shared features but does not train them: its soft-argmax
-            # gradient, even at feature_grad, slowed detection to bbox AP 0.28 in one run of three.
+            # The refiner reads the shared features but does not train them: with its soft-argmax
+            # gradient in them (even at feature_grad), one run of three lost its detection (bbox AP
+            # 0.28). A detached run has collapsed once since, so the detach may not be the whole cure.
             refine_heatmaps = self.refiner.tower(features[self.refine_level].detach())
         return PoseOutputs(
             base.cls_logits,
