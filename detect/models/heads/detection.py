@@ -8,10 +8,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, complete_box_iou_loss
+from torchvision.ops import complete_box_iou_loss
 
 from detect.models.heads.assigner import Assignment, TaskAlignedAssigner
 from detect.models.heads.base import Head, make_anchors
+from detect.models.heads.postprocess import Decoded, PostprocessConfig, finalize
 from detect.models.layers import conv_bn_act
 from detect.models.losses import distribution_focal_loss
 from detect.models.necks.base import select_specs
@@ -195,33 +196,22 @@ class DetectHead(Head):
             "loss_dfl": loss_dfl * self.dfl_weight,
         }
 
-    def _select(
-        self, outputs: DetectOutputs, image_sizes: list[tuple[int, int]], boxes: Tensor | None = None
-    ) -> list[tuple[Detections, Tensor]]:
-        """Per image: the detections that survive thresholding and NMS, and their anchor indices.
+    def decode(self, outputs: DetectOutputs) -> Decoded:
+        """Boxes in input pixels and class probabilities over every anchor (traceable for export)."""
+        return Decoded(boxes=self.decode_boxes(outputs), scores=outputs.cls_logits.float().sigmoid())
 
-        Args:
-            boxes: the decoded ``(B, A, 4)`` boxes, if the caller has them already.
-        """
-        boxes = self.decode_boxes(outputs) if boxes is None else boxes
-        scores = outputs.cls_logits.float().sigmoid()
-        results = []
-        for image_boxes, image_scores, (height, width) in zip(boxes, scores, image_sizes):
-            flat = image_scores.flatten()
-            candidates = flat.topk(min(self.pre_nms_topk, flat.numel())).indices
-            candidates = candidates[flat[candidates] > self.score_thresh]
-            anchor_index = candidates // self.num_classes
-            labels = candidates % self.num_classes
-            kept_boxes = image_boxes[anchor_index]
-            kept_boxes[:, 0::2] = kept_boxes[:, 0::2].clamp(0, width)
-            kept_boxes[:, 1::2] = kept_boxes[:, 1::2].clamp(0, height)
-            kept_scores = flat[candidates]
-            keep = batched_nms(kept_boxes, kept_scores, labels, self.nms_iou)[: self.max_det]
-            results.append(
-                (Detections(kept_boxes[keep], kept_scores[keep], labels[keep]), anchor_index[keep])
-            )
-        return results
+    @property
+    def postprocess_config(self) -> PostprocessConfig:
+        """The thresholds that turn :meth:`decode`'s output into detections."""
+        return PostprocessConfig(
+            score_thresh=self.score_thresh,
+            nms_iou=self.nms_iou,
+            max_det=self.max_det,
+            pre_nms_topk=self.pre_nms_topk,
+        )
 
     @torch.no_grad()
     def postprocess(self, outputs: DetectOutputs, image_sizes: list[tuple[int, int]]) -> list[Detections]:
-        return [detections for detections, _ in self._select(outputs, image_sizes)]
+        if len(set(image_sizes)) > 1:
+            raise ValueError(f"a batch has one input size, got {sorted(set(image_sizes))}")
+        return finalize(self.decode(outputs), image_sizes[0], self.postprocess_config)

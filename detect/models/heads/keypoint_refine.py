@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import roi_align
 
+from detect.models.heads.postprocess import RefineConfig, RefineStep, refine_grid, refine_keypoints
 from detect.models.layers import conv_bn_act
 
 __all__ = ["KeypointRefiner", "RefineStep"]
-
-
-@dataclass
-class RefineStep:
-    """One refinement step: ``keypoints`` ``(N, K, 2)`` after it, the grid ``logits`` ``(N, K, P * P)``
-    it read, and the window (``start`` ``(N, K, 2)``, ``radius`` ``(N, 1, 1)``) it read them in."""
-
-    keypoints: Tensor
-    logits: Tensor
-    start: Tensor
-    radius: Tensor
 
 
 class KeypointRefiner(nn.Module):
@@ -77,10 +64,7 @@ class KeypointRefiner(nn.Module):
             conv_bn_act(channels, channels, 3),
             heatmaps,
         )
-        # Bin centres of the grid, in units of the window's half-size, x before y.
-        centres = (torch.arange(patch, dtype=torch.float32) + 0.5) * 2 / patch - 1
-        grid_y, grid_x = torch.meshgrid(centres, centres, indexing="ij")
-        self.register_buffer("grid", torch.stack([grid_x, grid_y], dim=-1).reshape(-1, 2), persistent=False)
+        self.register_buffer("grid", refine_grid(patch), persistent=False)
 
     def forward(self, *args: Tensor | float) -> list[Tensor]:
         """Refined ``(N, K, 2)`` keypoints after each step (arguments as :meth:`run`)."""
@@ -104,37 +88,11 @@ class KeypointRefiner(nn.Module):
             image_index: ``(N,)`` image of each object in the batch.
             boxes: ``(N, 4)`` xyxy boxes that set each object's window.
         """
-        num, num_keypoints = keypoints.shape[:2]
-        # fp32, so that the gradients of overlapping samples add up at full precision.
-        heatmaps = heatmaps.float()
-        wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=1.0)
-        radius = (self.window * wh.prod(dim=1).sqrt()).clamp(min=stride)[:, None, None]  # (N, 1, 1)
-        batch, height, width = heatmaps.shape[0], *heatmaps.shape[-2:]
-        # Keypoint k of an object reads only channel k of its image: each channel is its own
-        # one-channel "image" for roi_align, numbered image * K + k.
-        keypoint_index = torch.arange(num_keypoints, device=heatmaps.device)
-        index = (image_index[:, None] * num_keypoints + keypoint_index).to(heatmaps.dtype)[..., None]
-        results = []
-        current = keypoints.detach().float()
-        for step in range(self.steps):
-            channels = heatmaps[:, step * num_keypoints : (step + 1) * num_keypoints]
-            channels = channels.reshape(batch * num_keypoints, 1, height, width)
-            # One patch x patch grid of bins per keypoint, sampled once at each bin's centre.
-            rois = torch.cat([index, current - radius, current + radius], dim=-1).reshape(-1, 5)
-            samples = roi_align(
-                channels,
-                rois,
-                self.patch,
-                spatial_scale=1.0 / stride,
-                sampling_ratio=1,
-                aligned=True,
-            )
-            logits = samples.reshape(num, num_keypoints, self.patch * self.patch)
-            offset = logits.softmax(dim=-1) @ self.grid
-            refined = current + offset * radius
-            results.append(RefineStep(refined, logits, current, radius))
-            current = refined.detach()
-        return results
+        return refine_keypoints(heatmaps, keypoints, image_index, boxes, self.config(stride))
+
+    def config(self, stride: float) -> RefineConfig:
+        """How this refiner reads heatmaps of ``stride``: what a model without this module needs to refine."""
+        return RefineConfig(stride=float(stride), steps=self.steps, patch=self.patch, window=self.window)
 
     def heatmap_loss(self, steps: list[RefineStep], target: Tensor, labelled: Tensor) -> Tensor:
         """Mean over steps and labelled keypoints of KL(soft target || softmax of the grid logits).

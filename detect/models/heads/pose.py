@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import torch
@@ -12,9 +12,10 @@ from torchvision.ops import Conv2dNormActivation
 
 from detect.models.heads.assigner import Assignment
 from detect.models.heads.detection import DetectHead, DetectOutputs, pad_targets
-from detect.models.heads.keypoint_refine import KeypointRefiner, RefineStep
+from detect.models.heads.keypoint_refine import KeypointRefiner
+from detect.models.heads.postprocess import Decoded, PostprocessConfig, RefineStep
 from detect.models.layers import conv_bn_act
-from detect.structures import Detections, FeatureSpec, KeypointInfo, Targets
+from detect.structures import FeatureSpec, KeypointInfo, Targets
 
 __all__ = ["PoseHead", "PoseOutputs"]
 
@@ -283,22 +284,25 @@ class PoseHead(DetectHead):
         factor = self.num_keypoints / labelled.sum(dim=1).clamp(min=1)
         return (factor * (per_keypoint * labelled).mean(dim=1)).mean()
 
-    @torch.no_grad()
-    def postprocess(self, outputs: PoseOutputs, image_sizes: list[tuple[int, int]]) -> list[Detections]:
-        # One box decode serves both the selection and the keypoints' frames, and keypoints are
-        # decoded only for the anchors that survive NMS.
-        boxes = self.decode_boxes(outputs)
-        results = []
-        for image, (detections, anchor_index) in enumerate(self._select(outputs, image_sizes, boxes)):
-            logits = outputs.keypoint_logits[image, anchor_index].float()
-            kept_boxes = boxes[image, anchor_index]
-            keypoints = _in_box(logits[..., :2], kept_boxes, outputs.strides[anchor_index])
-            image_index = torch.full((len(anchor_index),), image, device=keypoints.device)
-            steps = self.refine(outputs, keypoints, image_index, kept_boxes)
-            keypoints = steps[-1].keypoints if steps else keypoints
-            detections.keypoints = torch.cat([keypoints, logits[..., 2:].sigmoid()], dim=-1)
-            results.append(detections)
-        return results
+    def decode(self, outputs: PoseOutputs) -> Decoded:
+        """Boxes, scores, and every anchor's keypoints before refinement with their visibility.
+
+        Refinement reads windows around the keypoints of the detections that survive selection
+        (:func:`~detect.models.heads.postprocess.finish`); running it on every anchor would cost
+        more than the network.
+        """
+        decoded = super().decode(outputs)
+        logits = outputs.keypoint_logits.float()
+        positions = _in_box(logits[..., :2], decoded.boxes, outputs.strides)
+        decoded.keypoints = torch.cat([positions, logits[..., 2:].sigmoid()], dim=-1)
+        if self.refiner is not None:
+            decoded.heatmaps = outputs.refine_heatmaps.float()
+        return decoded
+
+    @property
+    def postprocess_config(self) -> PostprocessConfig:
+        refine = self.refiner.config(self.refine_stride) if self.refiner is not None else None
+        return replace(super().postprocess_config, refine=refine)
 
 
 def _in_box(raw: Tensor, boxes: Tensor, strides: Tensor) -> Tensor:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -10,8 +10,9 @@ from torch import Tensor, nn
 
 from detect.models.heads.assigner import Assignment
 from detect.models.heads.detection import DetectHead, DetectOutputs, pad_targets
+from detect.models.heads.postprocess import Decoded, PostprocessConfig, crop_to_boxes
 from detect.models.layers import conv_bn_act
-from detect.structures import Detections, FeatureSpec, Targets
+from detect.structures import FeatureSpec, Targets
 
 __all__ = ["SegmentHead", "SegmentOutputs", "crop_to_boxes"]
 
@@ -26,16 +27,6 @@ class SegmentOutputs(DetectOutputs):
 
 def finest_stride(specs: list[FeatureSpec]) -> int:
     return min(spec.stride for spec in specs)
-
-
-def crop_to_boxes(masks: Tensor, boxes: Tensor) -> Tensor:
-    """Zero ``(N, H, W)`` masks outside their ``(N, 4)`` xyxy boxes (in the masks' pixel units)."""
-    height, width = masks.shape[-2:]
-    xs = torch.arange(width, device=masks.device, dtype=boxes.dtype)[None, None, :] + 0.5
-    ys = torch.arange(height, device=masks.device, dtype=boxes.dtype)[None, :, None] + 0.5
-    x0, y0, x1, y1 = boxes[:, :, None, None].unbind(1)
-    inside = (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
-    return masks * inside
 
 
 class SegmentHead(DetectHead):
@@ -145,22 +136,11 @@ class SegmentHead(DetectHead):
         per_instance = (per_pixel * inside).sum(dim=(1, 2)) / inside.sum(dim=(1, 2)).clamp(min=1.0)
         return per_instance.mean()
 
-    @torch.no_grad()
-    def postprocess(self, outputs: SegmentOutputs, image_sizes: list[tuple[int, int]]) -> list[Detections]:
-        results = []
-        for image, (detections, anchor_index) in enumerate(self._select(outputs, image_sizes)):
-            height, width = image_sizes[image]
-            protos = outputs.protos[image].float()
-            logits = (outputs.mask_coefs[image, anchor_index].float() @ protos.flatten(1)).view(
-                -1, *protos.shape[-2:]
-            )
-            if len(detections):
-                logits = F.interpolate(
-                    logits[None], size=(height, width), mode="bilinear", align_corners=False
-                )[0]
-                masks = crop_to_boxes((logits.sigmoid() > self.mask_thresh).float(), detections.boxes) > 0
-            else:
-                masks = torch.zeros((0, height, width), dtype=torch.bool, device=protos.device)
-            detections.masks = masks
-            results.append(detections)
-        return results
+    def decode(self, outputs: SegmentOutputs) -> Decoded:
+        decoded = super().decode(outputs)
+        decoded.mask_coefs, decoded.protos = outputs.mask_coefs.float(), outputs.protos.float()
+        return decoded
+
+    @property
+    def postprocess_config(self) -> PostprocessConfig:
+        return replace(super().postprocess_config, mask_thresh=self.mask_thresh)
