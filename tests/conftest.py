@@ -71,3 +71,6 @@ def shared_realdata() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared/realdata is absent")
     return SHARED
+
+
+from tests.checkpoints import make_checkpoint  # noqa: E402, F401  (a fixture, shared by inference/ and export/)

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["CATEGORIES", "ShapesConfig", "generate_shapes", "shapes_ready"]
+__all__ = ["CATEGORIES", "ShapesConfig", "generate_shapes", "render_sample", "shapes_ready"]
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +259,11 @@ def _paint(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray) -> Non
     if rng.random() < 0.5:
         contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(image, contours, -1, (color * rng.uniform(0.3, 0.7)).tolist(), 1, cv2.LINE_AA)
+
+
+def render_sample(config: ShapesConfig, seed: int) -> tuple[np.ndarray, list[dict]]:
+    """One ``(H, W, 3)`` uint8 image drawn as the generator draws the set, and its objects."""
+    return _render_image(np.random.default_rng(seed), config)
 
 
 def _render_image(rng: np.random.Generator, config: ShapesConfig) -> tuple[np.ndarray, list[dict]]:

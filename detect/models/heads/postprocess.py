@@ -128,7 +128,9 @@ class Selection:
     labels: Tensor
 
 
-def select(boxes: Tensor, scores: Tensor, input_size: tuple[int, int], config: PostprocessConfig) -> Selection:
+def select(
+    boxes: Tensor, scores: Tensor, input_size: tuple[int, int], config: PostprocessConfig
+) -> Selection:
     """Top-k (anchor, class) candidates per image above the score threshold, class-wise NMS, ``max_det``.
 
     One anchor may give several detections of different classes. Written without a Python loop
@@ -322,9 +324,7 @@ def split(selection: Selection, extras: dict[str, Tensor], batch: int) -> list[D
     return results
 
 
-def finalize(
-    decoded: Decoded, input_size: tuple[int, int], config: PostprocessConfig
-) -> list[Detections]:
+def finalize(decoded: Decoded, input_size: tuple[int, int], config: PostprocessConfig) -> list[Detections]:
     """Detections in the input frame, one per image: selection, NMS, masks, refined keypoints.
 
     Args:

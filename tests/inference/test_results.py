@@ -1,12 +1,11 @@
 """predictions.json records: one per image, also for images where nothing was found."""
 
-from pathlib import Path
-
+import numpy as np
 import torch
 
 from detect.data.coco import CategoryMap
+from detect.inference import Results
 from detect.structures import Detections
-from detect.tasks.predict import prediction_entry
 
 CATEGORIES = CategoryMap.from_coco(
     [
@@ -25,15 +24,21 @@ def pose_detections(count: int) -> Detections:
     )
 
 
+def prediction_entry(
+    path: str, width: int, height: int, detections: Detections, categories: CategoryMap
+) -> dict:
+    return Results(detections, categories, np.zeros((height, width, 3), np.uint8), path).to_dict()
+
+
 def test_pose_entry_flattens_keypoints_per_detection() -> None:
-    entry = prediction_entry(Path("a.jpg"), 64, 48, pose_detections(2), CATEGORIES)
+    entry = prediction_entry("a.jpg", 64, 48, pose_detections(2), CATEGORIES)
     assert entry["category_ids"] == [1, 5] and entry["category_names"] == ["person", "ball"]
     assert entry["keypoints"] == [[0.0, 1.0, 2.0, 3.0, 4.0, 5.0], [6.0, 7.0, 8.0, 9.0, 10.0, 11.0]]
 
 
 def test_pose_entry_without_detections() -> None:
     # An image where nothing passes score_thresh: an empty record, not a crash.
-    entry = prediction_entry(Path("b.jpg"), 64, 48, pose_detections(0), CATEGORIES)
+    entry = prediction_entry("b.jpg", 64, 48, pose_detections(0), CATEGORIES)
     assert entry["boxes"] == [] and entry["keypoints"] == [] and entry["width"] == 64
 
 
@@ -43,5 +48,5 @@ def test_segment_entry_encodes_masks() -> None:
     detections = Detections(
         torch.tensor([[5.0, 10.0, 15.0, 20.0]]), torch.tensor([0.5]), torch.tensor([1]), masks=masks
     )
-    entry = prediction_entry(Path("c.jpg"), 64, 48, detections, CATEGORIES)
+    entry = prediction_entry("c.jpg", 64, 48, detections, CATEGORIES)
     assert len(entry["masks"]) == 1 and entry["masks"][0]["size"] == [48, 64]
