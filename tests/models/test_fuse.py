@@ -29,3 +29,23 @@ def test_fused_model_predicts_the_same(backbone: str) -> None:
 def test_fusing_a_training_model_is_refused() -> None:
     with pytest.raises(ValueError, match="eval"):
         fuse_conv_bn(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)))
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "timm", "efficientnet_b0"])
+def test_every_norm_after_a_conv_is_folded_outside_sequentials_too(backbone: str) -> None:
+    """torchvision's ResNet conv1/bn1 and timm's BatchNormAct2d are found by tracing, not by position."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    model = instantiate(compose_config([f"backbone={backbone}"]).model)(num_classes=3)
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.rand(2, 3, 64, 64) * 3)
+    model.eval()
+    images = torch.rand(1, 3, 96, 96)
+    with torch.no_grad():
+        before = model(images)
+        fuse_conv_bn(model)
+        after = model(images)
+    assert not [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    torch.testing.assert_close(after.cls_logits, before.cls_logits, atol=1e-4, rtol=1e-4)
