@@ -1,0 +1,190 @@
+"""Export: files that alone are enough to predict, equal to eager, and the CLI around them."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import detect
+from detect.export import export_model
+from detect.export.matrix import parity_matrix
+from detect.export.parity import match_detections
+from detect.inference import ModelFileError
+from tests.conftest import SHARED, compose_config
+
+REPO = Path(__file__).resolve().parents[2]
+HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
+LIGHT_FORMATS = ["onnx", "torchscript"] + (["openvino"] if HAS_OPENVINO else [])
+
+
+def _build(backbone: str, head: str, categories):  # type: ignore[no-untyped-def]
+    from hydra.utils import instantiate
+
+    cfg = compose_config([f"backbone={backbone}", f"head={head}"])
+    return instantiate(cfg.model)(num_classes=len(categories), keypoints=categories.keypoints)
+
+
+def _heads(tiny_shapes: Path, heads: list[str], count: int = 2) -> dict:
+    from detect.data.coco import CategoryMap
+
+    coco = json.loads((tiny_shapes / "annotations" / "instances_val.json").read_text())
+    categories = CategoryMap.from_coco(coco["categories"])
+    if SHARED.is_dir():
+        photos = sorted((SHARED / "coco128" / "images" / "val2017").glob("*.jpg"))[:count]
+    else:
+        photos = sorted((tiny_shapes / "images" / "val").glob("*"))[:count]
+    return {head: (categories, photos) for head in heads}
+
+
+@pytest.mark.parametrize("head", ["detect", "segment", "pose"])
+def test_light_parity_matrix(tiny_shapes: Path, head: str) -> None:
+    """One backbone per head, every format: raw outputs within 1e-4, the same detections."""
+    formats = LIGHT_FORMATS if head == "detect" else ["onnx"]
+    cells = parity_matrix(
+        _build,
+        ["cspdarknet_n"],
+        _heads(tiny_shapes, [head]),
+        formats,
+        image_size=160 if head == "detect" else 128,
+    )
+    for cell in cells:
+        assert cell.passed, cell
+        assert cell.detections > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "backbone", ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "vit_t", "convnext_tiny"]
+)
+def test_parity_matrix_per_backbone_family(tiny_shapes: Path, backbone: str) -> None:
+    cells = parity_matrix(
+        _build, [backbone], _heads(tiny_shapes, ["detect", "segment", "pose"]), LIGHT_FORMATS, image_size=224
+    )
+    failing = [cell for cell in cells if not cell.passed]
+    assert not failing, failing
+
+
+def test_exported_file_alone_predicts_like_the_checkpoint(
+    make_checkpoint, tiny_shapes: Path, tmp_path: Path
+) -> None:
+    checkpoint = make_checkpoint("detect")
+    images = sorted((tiny_shapes / "images" / "val").glob("*"))[:3]
+    reference = detect.load(checkpoint, score_thresh=0.05).predict(images)
+    for nms in (False, True):
+        path = export_model(checkpoint, "onnx", tmp_path / f"m{nms}.onnx", nms=nms)
+        model = detect.load(path, score_thresh=0.05)
+        assert model.info.nms is nms and model.info.image_size == 128
+        assert model.names == detect.load(checkpoint).names
+        for ours, theirs in zip(model.predict(images), reference):
+            assert len(theirs) > 0
+            # Same labels, scores within 1e-4, boxes at IoU 0.99, in any order among tied scores.
+            assert match_detections(theirs.detections, ours.detections, cutoff=0.05)
+        batch = np.stack([model.letterbox(np.zeros((128, 128, 3), np.uint8))[0]] * 3)
+        assert len(model.infer(batch)) == 3  # the batch dimension is dynamic
+    with pytest.raises(ModelFileError, match="exported at 128 px"):
+        detect.load(tmp_path / "mFalse.onnx", image_size=160)
+
+
+def test_corrupt_and_foreign_onnx_files_are_refused(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07garbage" * 50)
+    with pytest.raises(ModelFileError, match="cannot read"):
+        detect.load(corrupt)
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "foreign",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    onnx.save(helper.make_model(graph), tmp_path / "foreign.onnx")
+    with pytest.raises(ModelFileError, match="no detect metadata"):
+        detect.load(tmp_path / "foreign.onnx")
+
+
+def _tool(name: str, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "tools" / f"{name}.py"), *overrides],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+
+
+def test_cli_export_predict_video_and_eval_on_onnx(
+    make_checkpoint, tiny_shapes: Path, tmp_path: Path
+) -> None:
+    import cv2
+
+    checkpoint = make_checkpoint("detect")
+    onnx_path = tmp_path / "model.onnx"
+    done = _tool("export", f"ckpt_path={checkpoint}", f"output={onnx_path}", f"hydra.run.dir={tmp_path}/x")
+    assert done.returncode == 0, done.stderr
+    # An untrained model's saturated scores tie exactly, so only its raw outputs are held to the check here
+    # (the detections are compared in the tests above on images where they do not tie).
+    found = re.search(r"max output difference ([0-9.e+-]+)", done.stdout)
+    assert found and float(found.group(1)) <= 1e-4, done.stdout
+    # A video: drawn frames and one JSON line per frame.
+    clip = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 5, (128, 128))
+    for file in sorted((tiny_shapes / "images" / "val").glob("*"))[:5]:
+        writer.write(cv2.imread(str(file)))
+    writer.release()
+    out = tmp_path / "video"
+    done = _tool(
+        "predict", f"model={onnx_path}", f"source={clip}", "score_thresh=0.05", f"hydra.run.dir={out}"
+    )
+    assert done.returncode == 0, done.stderr
+    lines = (out / "videos" / "clip.jsonl").read_text().splitlines()
+    assert [json.loads(line)["frame"] for line in lines] == list(range(5))
+    capture = cv2.VideoCapture(str(out / "videos" / "clip.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+    # Evaluation from the exported file matches the checkpoint's through the same predictor.
+    metrics = {}
+    for name, model in (("onnx", onnx_path), ("ckpt", checkpoint)):
+        done = _tool(
+            "eval",
+            f"model={model}",
+            f"data.val_ann={tiny_shapes}/annotations/instances_val.json",
+            f"data.val_images={tiny_shapes}/images/val",
+            "data.num_workers=0",
+            f"hydra.run.dir={tmp_path}/{name}",
+        )
+        assert done.returncode == 0, done.stderr
+        metrics[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    assert metrics["onnx"]["bbox/AP"] == pytest.approx(metrics["ckpt"]["bbox/AP"], abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("tool", "overrides", "message"),
+    [
+        ("predict", ["model={bad}", "source={bad}"], "cannot read"),
+        ("predict", ["model={missing}", "source=x.jpg"], "not found"),
+        ("export", ["ckpt_path={bad}", "format=tflite"], "unknown export format"),
+        ("export", ["ckpt_path={bad}"], "cannot read"),
+        ("eval", ["model={bad}", "data.val_ann=a.json", "data.val_images=."], "cannot read"),
+    ],
+)
+def test_cli_bad_model_files_fail_in_one_line(
+    tmp_path: Path, tool: str, overrides: list[str], message: str
+) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"garbage")
+    if tool == "export":
+        bad = tmp_path / "bad.ckpt"
+        bad.write_bytes(b"garbage")
+    values = {"bad": bad, "missing": tmp_path / "missing.onnx"}
+    done = _tool(tool, *(o.format(**values) for o in overrides), f"hydra.run.dir={tmp_path}/run")
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], done.stderr
