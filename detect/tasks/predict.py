@@ -1,44 +1,28 @@
-"""Prediction entry: a checkpoint and images in, drawn images and ``predictions.json`` out."""
+"""Prediction entry: a model and a source in; drawn images and videos, ``predictions.json`` out.
+
+A thin user of :func:`detect.load`: still images go to ``predictions.json`` (one record per image,
+written as they come so that any number of images runs in constant memory) and ``images/``; each
+video goes to ``videos/<name>.mp4`` (drawn) and ``videos/<name>.jsonl`` (one record per frame).
+"""
 
 from __future__ import annotations
 
-import glob
-import json
 import logging
+import time
 from pathlib import Path
+from typing import IO, Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from tqdm import tqdm
 
-from detect.data.coco import CategoryMap, read_image
-from detect.data.transforms import build_transforms, letterbox_params
-from detect.eval.coco import encode_masks
-from detect.structures import Detections, ImageMeta
-from detect.tasks.checkpoint import load_task
-from detect.tasks.visualize import draw_detections
+from detect.inference import Predictor, Results, VideoWriter, load
+from detect.inference.sources import VIDEO_SUFFIXES, find_files
 
-__all__ = ["find_images", "predict", "prediction_entry"]
+__all__ = ["predict"]
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
-
-
-def find_images(source: str | Path) -> list[Path]:
-    """Image files named by ``source``: one file, every image in a folder, or a glob pattern."""
-    path = Path(source)
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    else:
-        files = sorted(Path(p) for p in glob.glob(str(source), recursive=True) if Path(p).is_file())
-    if not files:
-        raise FileNotFoundError(f"no images found at {source}")
-    return files
 
 
 def _device(requested: str) -> torch.device:
@@ -47,79 +31,137 @@ def _device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-@torch.inference_mode()
-def predict(cfg: DictConfig) -> list[dict]:
-    """Detect objects in every image of ``cfg.source``.
+def _model_path(cfg: DictConfig) -> str:
+    path = cfg.get("model") or cfg.get("ckpt_path")
+    if not path:
+        raise ValueError(
+            "give the model to predict with: model=path/to/last.ckpt (or an exported .onnx, ...)"
+        )
+    return str(path)
+
+
+def _count_images(source: Any) -> int | None:
+    """Images in a path source, for the progress bar (None for videos and streams)."""
+    if not isinstance(source, str) or source.isdigit() or "://" in source:
+        return None
+    files = find_files(source)
+    if any(f.suffix.lower() in VIDEO_SUFFIXES for f in files):
+        return None
+    return len(files)
+
+
+class _Outputs:
+    """Where each result goes: drawn image and a streamed ``predictions.json``, or a video and its jsonl."""
+
+    def __init__(self, output_dir: Path, save_drawn: bool) -> None:
+        self.output_dir = output_dir
+        self.save_drawn = save_drawn
+        self.images_dir = output_dir / "images"
+        self.videos_dir = output_dir / "videos"
+        self.images = 0
+        self.frames = 0
+        self._json: IO[str] | None = None
+        self._video: tuple[str, VideoWriter | None, IO[str]] | None = None
+        self._names: set[str] = set()
+
+    def add(self, result: Results) -> None:
+        if result.video is None:
+            self._add_image(result)
+        else:
+            self._add_frame(result)
+
+    def _add_image(self, result: Results) -> None:
+        if self._json is None:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            self._json = (self.output_dir / "predictions.json").open("w")
+            self._json.write("[\n")
+        else:
+            self._json.write(",\n")
+        self._json.write(result.to_json())
+        self.images += 1
+        if self.save_drawn:
+            self.images_dir.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(result.plot()).save(self.images_dir / f"{self._unique(result.path)}.jpg")
+
+    def _unique(self, path: str) -> str:
+        stem = Path(path).stem if not path.startswith("<") else f"image_{self.images}"
+        name, n = stem, 1
+        while name in self._names:
+            n += 1
+            name = f"{stem}_{n}"
+        self._names.add(name)
+        return name
+
+    def _add_frame(self, result: Results) -> None:
+        if self._video is None or self._video[0] != result.video:
+            self._close_video()
+            self.videos_dir.mkdir(parents=True, exist_ok=True)
+            stem = self._unique(result.video or "stream")
+            writer = VideoWriter(self.videos_dir / f"{stem}.mp4", result.fps) if self.save_drawn else None
+            self._video = (result.video or "", writer, (self.videos_dir / f"{stem}.jsonl").open("w"))
+        _, writer, lines = self._video
+        lines.write(result.to_json() + "\n")
+        if writer is not None:
+            writer.write(result.plot())
+        self.frames += 1
+
+    def _close_video(self) -> None:
+        if self._video is not None:
+            _, writer, lines = self._video
+            if writer is not None:
+                writer.close()
+            lines.close()
+            self._video = None
+
+    def close(self) -> None:
+        if self._json is not None:
+            self._json.write("\n]\n")
+            self._json.close()
+            self._json = None
+        self._close_video()
+
+
+def predict(cfg: DictConfig) -> dict[str, Any]:
+    """Predict on every image and frame of ``cfg.source`` with ``cfg.model``.
 
     Returns:
-        One entry per readable image: file, size and its detections (xyxy boxes in original pixels,
-        scores, category ids and names; RLE ``masks`` and flat x, y, score ``keypoints`` when the
-        model predicts them).
+        ``images``, ``frames`` counted, ``seconds`` and ``fps`` (images and frames per second, all
+        included: reading, letterbox, forward, NMS, drawing, writing).
     """
-    device = _device(cfg.device)
-    task = load_task(cfg.ckpt_path, device)
-    model = task.model.to(device)
-    image_size = int(cfg.image_size or task.config.data.image_size)
-    model.check_input_size(image_size, image_size)
-    transform = build_transforms(image_size)
-
-    def letterbox(image: np.ndarray) -> dict:
-        return transform(
-            image=image, bboxes=np.zeros((0, 4)), labels=[], instances=[], keypoints=np.zeros((0, 2))
-        )
-
-    output_dir = Path(cfg.paths.output_dir)
-    drawn_dir = output_dir / "images"
-    drawn_dir.mkdir(parents=True, exist_ok=True)
-    entries, skipped = [], 0
-    for path in tqdm(find_images(cfg.source), desc="predict", unit="img"):
-        try:
-            image = read_image(path)
-        except (OSError, UnidentifiedImageError) as error:
-            log.warning("skipping %s: cannot read it (%s)", path, error)
-            skipped += 1
-            continue
-        height, width = image.shape[:2]
-        scale, offset = letterbox_params(height, width, image_size)
-        tensor = torch.from_numpy(letterbox(image=image)["image"])
-        tensor = tensor.permute(2, 0, 1).unsqueeze(0).to(device)
-        (detections,) = model.postprocess(model(tensor), [(image_size, image_size)])
-        detections = detections.rescale(ImageMeta(path.name, (height, width), scale, offset))
-        detections = detections.select(detections.scores >= cfg.score_thresh).to("cpu")
-        drawn = draw_detections(
-            image,
-            detections,
-            task.categories.names,
-            cfg.score_thresh,
-            skeleton=task.skeleton,
-            keypoint_labels=task.keypoint_labels,
-        )
-        Image.fromarray(drawn).save(drawn_dir / f"{path.stem}.jpg")
-        entries.append(prediction_entry(path, width, height, detections, task.categories))
-    (output_dir / "predictions.json").write_text(json.dumps(entries, indent=1))
-    print(f"{len(entries)} images -> {drawn_dir}; predictions: {output_dir / 'predictions.json'}")
-    if skipped:
-        print(f"skipped {skipped} unreadable files (see the log)")
-    return entries
-
-
-def prediction_entry(
-    path: Path, width: int, height: int, detections: Detections, categories: CategoryMap
-) -> dict:
-    """One image's ``predictions.json`` record: boxes, scores, classes, and masks or keypoints."""
-    labels = detections.labels.tolist()
-    entry = {
-        "file": str(path),
-        "width": width,
-        "height": height,
-        "boxes": [[round(v, 2) for v in box] for box in detections.boxes.tolist()],
-        "scores": [round(v, 4) for v in detections.scores.tolist()],
-        "category_ids": [categories.ids[i] for i in labels],
-        "category_names": [categories.names[i] for i in labels],
-    }
-    if detections.masks is not None:
-        entry["masks"] = encode_masks(detections.masks.numpy())
-    if detections.keypoints is not None:
-        # (N, K, 3) -> one flat x, y, confidence list per detection; N may be 0.
-        entry["keypoints"] = [[round(v, 2) for v in kp] for kp in detections.keypoints.flatten(1).tolist()]
-    return entry
+    options = {"precision": cfg.precision} if str(_model_path(cfg)).endswith(".ckpt") else {}
+    predictor: Predictor = load(
+        _model_path(cfg),
+        _device(cfg.device),
+        score_thresh=cfg.score_thresh,
+        image_size=cfg.image_size,
+        **options,
+    )
+    print(predictor)
+    source = str(cfg.source)
+    outputs = _Outputs(Path(cfg.paths.output_dir), cfg.save_drawn)
+    start = time.perf_counter()
+    bar = tqdm(
+        predictor.stream(source, batch_size=cfg.batch_size),
+        total=_count_images(source),
+        desc="predict",
+        unit="img",
+    )
+    try:
+        for result in bar:
+            outputs.add(result)
+    finally:
+        outputs.close()
+        bar.close()
+    seconds = time.perf_counter() - start
+    done = outputs.images + outputs.frames
+    summary = {"images": outputs.images, "frames": outputs.frames, "seconds": round(seconds, 2)}
+    summary["fps"] = round(done / seconds, 2) if seconds > 0 else 0.0
+    where = []
+    if outputs.images:
+        where.append(f"{outputs.images} images -> {outputs.output_dir / 'predictions.json'}")
+    if outputs.frames:
+        where.append(f"{outputs.frames} video frames -> {outputs.videos_dir}")
+    if not done:
+        raise ValueError(f"nothing in {source} could be read (see the warnings above)")
+    print("; ".join(where) + f" ({summary['fps']:.1f} img/s)")
+    return summary

@@ -19,10 +19,10 @@ from PIL import Image
 from detect.data.coco import read_image
 from detect.eval.coco import results_to_detections
 from detect.eval.tables import format_metrics
+from detect.inference.visualize import draw_detections
 from detect.tasks.callbacks import EpochTimer
 from detect.tasks.checkpoint import warm_start
 from detect.tasks.module import DetectionTask
-from detect.tasks.visualize import draw_detections
 
 __all__ = ["build_trainer", "train", "write_outputs"]
 
