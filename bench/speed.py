@@ -37,8 +37,15 @@ def _peer_onnx(name: str, size: int, folder: Path) -> str:
 
     model = YOLO(f"{name}.yaml")
     # Ultralytics writes the export next to the model's name, in the working directory.
+    here = os.getcwd()
     os.chdir(folder)
-    return model.export(format="onnx", imgsz=size, dynamic=False, simplify=True, project=str(folder), verbose=False)
+    try:
+        return str(
+            Path(folder)
+            / model.export(format="onnx", imgsz=size, dynamic=False, simplify=True, verbose=False)
+        )
+    finally:
+        os.chdir(here)
 
 
 def _session(path: str, threads: int):  # type: ignore[no-untyped-def]
@@ -52,7 +59,9 @@ def _session(path: str, threads: int):  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--ckpt", required=True, help="the default model's checkpoint")
     parser.add_argument("--sizes", type=int, nargs="*", default=[320, 640])
     parser.add_argument("--modes", nargs="*", default=["fp32", "bf16", "onnxruntime"])
@@ -74,20 +83,24 @@ def main() -> None:
             for mode in args.modes:
                 if mode in ("fp32", "bf16"):
                     ours = TorchRuntime(args.ckpt, precision=mode, image_size=size)
-                    calls[("detect (ours)", mode)] = lambda ours=ours: ours(image_u8)
+                    calls[("detect (ours)", mode)] = lambda ours=ours, x=image_u8: ours(x)
                     for peer in PEERS:
                         model = _peer(peer).to(memory_format=torch.channels_last)
-                        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if mode == "bf16" else contextlib.nullcontext()
+                        autocast = (
+                            torch.autocast("cpu", dtype=torch.bfloat16)
+                            if mode == "bf16"
+                            else contextlib.nullcontext()
+                        )
 
-                        def run(model=model, autocast=autocast):  # type: ignore[no-untyped-def]
+                        def run(model=model, autocast=autocast, x=image_f):  # type: ignore[no-untyped-def]
                             with torch.inference_mode(), autocast:
-                                return model(image_f.contiguous(memory_format=torch.channels_last))
+                                return model(x.contiguous(memory_format=torch.channels_last))
 
                         calls[(peer, mode)] = run
                 else:
                     path = export_model(args.ckpt, "onnx", Path(folder) / f"ours{size}.onnx", image_size=size)
                     session = _session(str(path), args.threads)
-                    calls[("detect (ours)", mode)] = lambda s=session: s.run(None, {"images": image_u8})
+                    calls[("detect (ours)", mode)] = lambda s=session, x=image_u8: s.run(None, {"images": x})
                     for peer in PEERS:
                         peer_session = _session(_peer_onnx(peer, size, Path(folder)), args.threads)
                         name = peer_session.get_inputs()[0].name
@@ -103,7 +116,9 @@ def main() -> None:
                     call()
                     times[key].append(1000 * (time.perf_counter() - start))
             for (model, mode), values in times.items():
-                rows.append({"size": size, "model": model, "mode": mode, "ms": round(statistics.median(values), 2)})
+                rows.append(
+                    {"size": size, "model": model, "mode": mode, "ms": round(statistics.median(values), 2)}
+                )
                 print(f"{size} {mode:12s} {model:14s} {rows[-1]['ms']:8.2f} ms", flush=True)
     by = {(r["size"], r["model"], r["mode"]): r["ms"] for r in rows}
     for row in rows:

@@ -28,6 +28,7 @@ from detect.data.transforms import build_transforms
 from detect.export.errors import ExportError
 from detect.export.exporter import SUFFIXES
 from detect.export.onnx import export_onnx
+from detect.export.openvino import export_openvino
 from detect.export.parity import compare_outputs, cutoff_of, match_detections
 from detect.export.torchscript import export_torchscript
 from detect.inference.deploy import DeployModel, describe
@@ -74,7 +75,9 @@ def spread_weights(model: nn.Module, images: torch.Tensor, seed: int = 0) -> Non
         if isinstance(module, nn.Conv2d | nn.Linear):
             fan_in = module.weight[0].numel()
             with torch.no_grad():
-                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * (2.0 / fan_in) ** 0.5)
+                module.weight.copy_(
+                    torch.randn(module.weight.shape, generator=generator) * (2.0 / fan_in) ** 0.5
+                )
                 if module.bias is not None:
                     module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.5)
     for norm in (m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)):
@@ -111,24 +114,14 @@ def _export(fmt: str, model: DeployModel, info: ModelInfo, folder: Path) -> Path
         return export_onnx(model, info, path)
     if fmt == "torchscript":
         return export_torchscript(model, info, path)
-    import openvino as ov
-
-    from detect.inference.metadata import METADATA_KEY
-
     onnx_path = folder / "model.onnx"
-    if not onnx_path.exists():
-        export_onnx(model, info, onnx_path)
-    converted = ov.convert_model(str(onnx_path))
-    converted.set_rt_info(info.to_json(), [METADATA_KEY])
-    ov.save_model(converted, str(path), compress_to_fp16=False)
-    return path
+    return export_openvino(model, info, path, onnx_path if onnx_path.exists() else None)
 
 
 class _Eager:
     """The eager reference as a runtime, so both sides go through :class:`Predictor` alike."""
 
     name = "torch"
-    fixed_size = True
 
     def __init__(self, model: DeployModel, info: ModelInfo) -> None:
         self.model, self.info, self.path = model, info, Path("eager")

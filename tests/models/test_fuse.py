@@ -8,15 +8,19 @@ from detect.models.fuse import fuse_conv_bn
 from tests.conftest import compose_config
 
 
-@pytest.mark.parametrize("backbone", ["cspdarknet_n", "mobilenet_v3_small"])
-def test_fused_model_predicts_the_same(backbone: str) -> None:
+def calibrated(backbone: str) -> torch.nn.Module:
+    """A default-config model with non-trivial BatchNorm statistics, so that folding has something to fold."""
     model = instantiate(compose_config([f"backbone={backbone}"]).model)(num_classes=3)
-    # Non-trivial statistics, so that folding has something to fold.
     model.train()
     with torch.no_grad():
         for _ in range(3):
             model(torch.rand(2, 3, 64, 64) * 3)
-    model.eval()
+    return model.eval()
+
+
+@pytest.mark.parametrize("backbone", ["cspdarknet_n", "mobilenet_v3_small"])
+def test_fused_model_predicts_the_same(backbone: str) -> None:
+    model = calibrated(backbone)
     images = torch.rand(1, 3, 96, 96)
     with torch.no_grad():
         before = model(images)
@@ -36,12 +40,7 @@ def test_every_norm_after_a_conv_is_folded_outside_sequentials_too(backbone: str
     """torchvision's ResNet conv1/bn1 and timm's BatchNormAct2d are found by tracing, not by position."""
     from torch.nn.modules.batchnorm import _BatchNorm
 
-    model = instantiate(compose_config([f"backbone={backbone}"]).model)(num_classes=3)
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.rand(2, 3, 64, 64) * 3)
-    model.eval()
+    model = calibrated(backbone)
     images = torch.rand(1, 3, 96, 96)
     with torch.no_grad():
         before = model(images)
