@@ -18,6 +18,7 @@ import torch
 from detect.inference.checkpoint import load_checkpoint
 from detect.inference.deploy import DeployModel, describe
 from detect.inference.metadata import METADATA_KEY, ModelInfo
+from detect.inference.onednn import onednn_available, use_onednn
 from detect.models.fuse import fuse_conv_bn
 
 __all__ = [
@@ -62,11 +63,9 @@ class Runtime:
         info: the model's contract (classes, input size, outputs, postprocess).
         path: the file it was loaded from.
         name: ``"torch"``, ``"torchscript"``, ``"onnxruntime"`` or ``"openvino"``.
-        fixed_size: whether the input size is baked into the model (exported files).
     """
 
     name = "runtime"
-    fixed_size = True
 
     def __init__(self, info: ModelInfo, path: Path) -> None:
         self.info = info
@@ -97,10 +96,11 @@ class TorchRuntime(Runtime):
         fuse: fold BatchNorm into the convolutions before it.
         nms: put selection inside the module (as an export with ``nms=True`` does).
         image_size: the input side; default the training size.
+        onednn: on a CPU, run each convolution and its activation as one oneDNN primitive with
+            weights packed once (:mod:`detect.inference.onednn`); needs ``fuse``.
     """
 
     name = "torch"
-    fixed_size = False
 
     def __init__(
         self,
@@ -110,6 +110,7 @@ class TorchRuntime(Runtime):
         fuse: bool = True,
         nms: bool = False,
         image_size: int | None = None,
+        onednn: bool = True,
     ) -> None:
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, not {precision!r}")
@@ -120,9 +121,13 @@ class TorchRuntime(Runtime):
             fuse_conv_bn(detector)
         # NHWC lets oneDNN (CPU, notably with AMX bf16) and cuDNN pick their fastest conv kernels.
         detector.to(memory_format=torch.channels_last)
-        self.model = DeployModel(detector, nms=nms)
         self.device = torch.device(device)
         self.precision = precision
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        self.onednn = bool(onednn and fuse and self.device.type == "cpu" and onednn_available(dtype))
+        if self.onednn:
+            use_onednn(detector)
+        self.model = DeployModel(detector, nms=nms)
         info = describe(self.model, trained.categories, image_size or trained.image_size, trained.choices)
         super().__init__(info, Path(path))
 
@@ -131,7 +136,7 @@ class TorchRuntime(Runtime):
 
     @torch.inference_mode()
     def __call__(self, images: np.ndarray) -> dict[str, torch.Tensor]:
-        batch = torch.as_tensor(images).to(self.device).contiguous(memory_format=torch.channels_last)
+        batch = torch.as_tensor(images).to(self.device)
         autocast = (
             torch.autocast(self.device.type, dtype=torch.bfloat16)
             if self.precision == "bf16"
