@@ -15,6 +15,9 @@ from detect.inference.metadata import METADATA_KEY, ModelInfo
 __all__ = ["OPSET", "export_onnx"]
 
 log = logging.getLogger(__name__)
+# The exporter's graph passes log every step at INFO, a hundred lines an export under Hydra's logging.
+for _name in ("onnx_ir", "onnxscript"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 OPSET = 18
 # The largest batch the dynamic dimension is declared for (the runtime accepts any up to it).

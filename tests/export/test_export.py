@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import detect
 from detect.export import export_model
@@ -188,3 +189,47 @@ def test_cli_bad_model_files_fail_in_one_line(
     assert "Traceback" not in done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], done.stderr
+
+
+def test_int8_export_is_quantized_keeps_its_metadata_and_finds_the_same_objects(
+    make_checkpoint, tiny_shapes: Path, tmp_path: Path
+) -> None:
+    import onnx
+
+    from detect.export.quantize import network_nodes, quantize_onnx
+    from detect.tasks.export import recall_of
+
+    checkpoint = make_checkpoint("detect")
+    fp32 = export_model(checkpoint, "onnx", tmp_path / "model.onnx")
+    reference = detect.load(fp32, score_thresh=0.05)
+    images = sorted((tiny_shapes / "images" / "train").glob("*"))[:16]
+    calibration = (reference.letterbox(np.asarray(Image.open(f).convert("RGB")))[0] for f in images)
+    int8 = quantize_onnx(fp32, tmp_path / "model.int8.onnx", calibration)
+    graph = onnx.load(str(int8)).graph
+    ops = [node.op_type for node in graph.node]
+    assert ops.count("QuantizeLinear") > 10 and "DequantizeLinear" in ops
+    # Decoding stays fp32: nothing after the last convolutions is quantized.
+    source = onnx.load(str(fp32))
+    decode = {n.name for n in source.graph.node} - set(network_nodes(source))
+    assert any(n.op_type == "Softmax" for n in source.graph.node if n.name in decode)
+    quantized = detect.load(int8, score_thresh=0.05)
+    assert quantized.info == reference.info  # the metadata travelled
+    val = sorted((tiny_shapes / "images" / "val").glob("*"))[:4]
+    ours = [r.detections for r in quantized.predict(val)]
+    theirs = [r.detections for r in reference.predict(val)]
+    found, total = recall_of(theirs, ours)
+    assert total > 0 and found >= 0.8 * total
+
+
+def test_int8_needs_calibration_images_and_an_onnx_export(make_checkpoint, tmp_path: Path) -> None:
+    checkpoint = make_checkpoint("detect")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for overrides, message in (
+        (["format=torchscript", "int8=true"], "quantizes an ONNX export"),
+        ([f"output={tmp_path}/m.onnx", "int8=true", f"calib_images={empty}"], "calibration needs images"),
+    ):
+        done = _tool("export", f"ckpt_path={checkpoint}", *overrides, f"hydra.run.dir={tmp_path}/run")
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and message in errors[0], done.stderr
