@@ -94,7 +94,8 @@ def _evaluate_file(cfg: DictConfig) -> tuple[dict[str, float], list[dict], tuple
             f"{cfg.model} does not record its validation data: give data.val_ann= and data.val_images="
         )
     # Every detection the model keeps, as validation scores them: the threshold is the model's own.
-    predictor = load(cfg.model, score_thresh=0.0, image_size=data.image_size)
+    options = {"precision": cfg.get("precision", "fp32")} if str(cfg.model).endswith(".ckpt") else {}
+    predictor = load(cfg.model, score_thresh=0.0, image_size=data.image_size, **options)
     size = predictor.image_size
     dataset = CocoDetection(
         val_ann,
