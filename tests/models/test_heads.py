@@ -1,6 +1,8 @@
 """Detection head and assigner: losses, gradients, postprocessing and the assignment rules."""
 
+import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from detect.models.heads import DetectHead, TaskAlignedAssigner
 from detect.models.heads.assigner import pairwise_box_iou
@@ -27,6 +29,25 @@ def test_loss_is_finite_and_reaches_the_inputs() -> None:
     assert losses["loss_box"] > 0 and losses["loss_dfl"] > 0
     sum(losses.values()).backward()
     assert all(f.grad is not None and f.grad.abs().sum() > 0 for f in feats.values())
+
+
+def test_separable_branches_train_and_cost_less() -> None:
+    wide = {"p3": FeatureSpec(64, 8), "p4": FeatureSpec(128, 16), "p5": FeatureSpec(256, 32)}
+    feats = {k: torch.rand(1, s.channels, 256 // s.stride, 256 // s.stride) for k, s in wide.items()}
+    flops = {}
+    for kind in ("conv", "separable"):
+        head = DetectHead(wide, num_classes=3, box_branch=kind, cls_branch=kind)
+        with FlopCounterMode(display=False) as counter:
+            outputs = head(feats)
+        flops[kind] = counter.get_total_flops()
+        targets = [Targets(torch.tensor([[4.0, 6.0, 140.0, 150.0]]), torch.tensor([1]))]
+        losses = head.loss(outputs, targets)
+        sum(losses.values()).backward()
+        assert all(torch.isfinite(v) for v in losses.values())
+        assert all(p.grad is not None for p in head.parameters() if p.requires_grad)
+    assert flops["separable"] < 0.3 * flops["conv"]
+    with pytest.raises(ValueError, match="cls_branch"):
+        DetectHead(wide, num_classes=3, cls_branch="dense")
 
 
 def test_loss_without_any_object_trains_classification_only() -> None:

@@ -18,7 +18,9 @@ from detect.models.losses import distribution_focal_loss
 from detect.models.necks.base import select_specs
 from detect.structures import Detections, FeatureSpec, Targets
 
-__all__ = ["DetectHead", "DetectOutputs", "pad_targets"]
+__all__ = ["BRANCH_KINDS", "DetectHead", "DetectOutputs", "pad_targets"]
+
+BRANCH_KINDS = ("conv", "separable")
 
 
 @dataclass
@@ -61,6 +63,8 @@ class DetectHead(Head):
         reg_max: distance bins per box side; the largest side distance is ``(reg_max - 1) * stride``.
         box_hidden: width of the box branch (default derived from the finest level).
         cls_hidden: width of the class branch (default derived from the finest level).
+        box_branch, cls_branch: ``"conv"``: two 3x3 convolutions per branch; ``"separable"``: two
+            depthwise 3x3 + pointwise 1x1 pairs, about a ninth of the arithmetic.
         topk, alpha, beta: task-aligned assigner settings.
         box_weight, cls_weight, dfl_weight: loss weights.
         score_thresh: minimum score kept by ``postprocess``.
@@ -77,6 +81,8 @@ class DetectHead(Head):
         reg_max: int = 16,
         box_hidden: int | None = None,
         cls_hidden: int | None = None,
+        box_branch: str = "conv",
+        cls_branch: str = "conv",
         topk: int = 10,
         alpha: float = 0.5,
         beta: float = 6.0,
@@ -93,6 +99,9 @@ class DetectHead(Head):
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if reg_max < 2:
             raise ValueError(f"reg_max must be >= 2, got {reg_max}")
+        for name, value in (("box_branch", box_branch), ("cls_branch", cls_branch)):
+            if value not in BRANCH_KINDS:
+                raise ValueError(f"{name} must be one of {BRANCH_KINDS}, got {value!r}")
         self.specs = select_specs(in_specs, in_features)
         self.in_features = list(in_features)
         self.num_classes = num_classes
@@ -100,8 +109,8 @@ class DetectHead(Head):
         finest = min(spec.channels for spec in self.specs)
         box_hidden = box_hidden or max(16, finest // 4, 4 * reg_max)
         cls_hidden = cls_hidden or max(finest, min(num_classes, 100))
-        self.box_branches = self.make_branches(box_hidden, 4 * reg_max)
-        self.cls_branches = self.make_branches(cls_hidden, num_classes)
+        self.box_branches = self.make_branches(box_hidden, 4 * reg_max, box_branch)
+        self.cls_branches = self.make_branches(cls_hidden, num_classes, cls_branch)
         self.assigner = TaskAlignedAssigner(topk, alpha, beta)
         self.box_weight, self.cls_weight, self.dfl_weight = box_weight, cls_weight, dfl_weight
         self.score_thresh, self.nms_iou = score_thresh, nms_iou
@@ -109,16 +118,28 @@ class DetectHead(Head):
         self.register_buffer("bins", torch.arange(reg_max, dtype=torch.float32), persistent=False)
         self._init_biases()
 
-    def make_branches(self, hidden_channels: int, out_channels: int) -> nn.ModuleList:
-        """One branch per level: two 3x3 conv-BN-SiLU, then a 1x1 conv to ``out_channels``."""
-        return nn.ModuleList(
-            nn.Sequential(
-                conv_bn_act(spec.channels, hidden_channels, 3),
-                conv_bn_act(hidden_channels, hidden_channels, 3),
-                nn.Conv2d(hidden_channels, out_channels, 1),
-            )
-            for spec in self.specs
-        )
+    def make_branches(self, hidden_channels: int, out_channels: int, kind: str = "conv") -> nn.ModuleList:
+        """One branch per level, then a 1x1 conv to ``out_channels``.
+
+        ``kind="conv"``: two 3x3 conv-BN-SiLU; ``"separable"``: two (depthwise 3x3, pointwise 1x1)
+        conv-BN-SiLU pairs, the same receptive field for far less arithmetic at the finest level.
+        """
+        branches = []
+        for spec in self.specs:
+            if kind == "separable":
+                layers = [
+                    conv_bn_act(spec.channels, spec.channels, 3, groups=spec.channels),
+                    conv_bn_act(spec.channels, hidden_channels, 1),
+                    conv_bn_act(hidden_channels, hidden_channels, 3, groups=hidden_channels),
+                    conv_bn_act(hidden_channels, hidden_channels, 1),
+                ]
+            else:
+                layers = [
+                    conv_bn_act(spec.channels, hidden_channels, 3),
+                    conv_bn_act(hidden_channels, hidden_channels, 3),
+                ]
+            branches.append(nn.Sequential(*layers, nn.Conv2d(hidden_channels, out_channels, 1)))
+        return nn.ModuleList(branches)
 
     def _init_biases(self) -> None:
         # Start near the prior of a handful of objects per 640 px image, so the first steps are not
@@ -138,8 +159,10 @@ class DetectHead(Head):
 
     def run_branches(self, branches: nn.ModuleList, features: dict[str, Tensor]) -> Tensor:
         """Apply one branch per level and flatten to ``(B, A, C)`` over all anchors."""
-        levels = [branch(features[key]).flatten(2) for key, branch in zip(self.in_features, branches)]
-        return torch.cat(levels, dim=2).transpose(1, 2)
+        levels = [branch(features[key]) for key, branch in zip(self.in_features, branches)]
+        # (B, C, H, W) -> (B, H * W, C): a view of a channels-last output, so only the concatenation copies.
+        flat = [level.permute(0, 2, 3, 1).reshape(level.shape[0], -1, level.shape[1]) for level in levels]
+        return torch.cat(flat, dim=1)
 
     def decode_boxes(self, outputs: DetectOutputs) -> Tensor:
         """``(B, A, 4)`` xyxy pixel boxes from the expected bin of each side's distribution."""
