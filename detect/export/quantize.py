@@ -60,18 +60,24 @@ def quantize_onnx(
     output: str | Path,
     images: Iterable[np.ndarray],
     per_channel: bool = True,
+    reduce_range: bool = True,
 ) -> Path:
     """Write an INT8 (QDQ) copy of ``onnx_path``, calibrated on ``images``.
 
     Activations are calibrated by min/max over ``images`` (``(3, S, S)`` uint8 letterboxed, as the
-    model takes them), weights quantized per output channel, symmetric int8. The model's metadata
-    is carried over, so the file predicts alone like its fp32 source.
+    model takes them) and stored as uint8, weights as int8 per output channel, symmetric: ONNX
+    Runtime's u8s8 kernels, which x86 CPUs without VNNI run fast (its s8s8 ones took twice the fp32
+    time on an AVX2 EPYC). The model's metadata is carried over, so the file predicts alone like
+    its fp32 source.
 
     Args:
         onnx_path: an fp32 export from :func:`~detect.export.export_model`.
         output: the ``.onnx`` file to write.
         images: the calibration set (a few dozen to a few hundred training images).
         per_channel: one scale per output channel of each convolution.
+        reduce_range: 7-bit weights, against the int16 saturation of u8s8 products on CPUs
+            without VNNI (the default model's bbox AP: 0.528 fp32, 0.501 with 8-bit weights,
+            0.525 with 7-bit ones).
 
     Raises:
         ExportError: the source has no detect metadata, or no calibration image was given.
@@ -100,7 +106,8 @@ def quantize_onnx(
             op_types_to_quantize=list(QUANTIZED_OPS),
             nodes_to_quantize=nodes,
             per_channel=per_channel,
-            activation_type=QuantType.QInt8,
+            reduce_range=reduce_range,
+            activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},

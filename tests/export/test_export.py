@@ -221,6 +221,7 @@ def test_int8_export_is_quantized_keeps_its_metadata_and_finds_the_same_objects(
     assert total > 0 and found >= 0.8 * total
 
 
+@pytest.mark.slow
 def test_int8_needs_calibration_images_and_an_onnx_export(make_checkpoint, tmp_path: Path) -> None:
     checkpoint = make_checkpoint("detect")
     empty = tmp_path / "empty"
