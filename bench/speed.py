@@ -19,8 +19,8 @@ Modes:
 - ``onnxruntime``: ours exported by ``tools/export.py``; each peer through Ultralytics' own ONNX
   export; fp32, ONNX Runtime's CPU provider, spinning off so no session's idle threads take the
   cores from the next model timed.
-- ``int8``: ours quantized (``int8=true``, calibrated on ``--calib`` images) against the same peers'
-  fp32 ONNX files (no INT8 export of theirs is timed).
+- ``int8``: ours quantized (``int8=true``, calibrated on ``--calib`` images) against our own fp32
+  file (``ours-fp32``) and the same peers' fp32 ONNX files (no INT8 export of theirs is timed).
 
 ``--photos``: also the whole predict path (read, letterbox, forward, decode, NMS, drawing) in
 images/s over that folder, for the checkpoint and the exported files.
@@ -45,6 +45,7 @@ import torch
 PEERS = ("yolov8n", "yolo11n", "yolo26n")
 OURS = "ours"
 NCHW_PEER = "yolov8n-nchw"
+OURS_FP32 = "ours-fp32"
 
 
 def _peer(name: str) -> torch.nn.Module:
@@ -126,6 +127,9 @@ def _calls(mode: str, size: int, args: argparse.Namespace, folder: Path) -> dict
     if mode == "int8":
         from detect.tasks.export import calibration_source, export_int8
 
+        # Our fp32 file in the same block, so that INT8 / fp32 is read side by side too.
+        fp32_session = _session(str(path), args.threads)
+        calls[OURS_FP32] = lambda: fp32_session.run(None, {"images": image_u8})
         path = export_int8(path, calibration_source(args.ckpt, args.calib), args.calib_count)
     session = _session(str(path), args.threads)
     calls[OURS] = lambda: session.run(None, {"images": image_u8})
