@@ -158,9 +158,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Tra
     }
     missing, unexpected = _compare(model, state)
     if missing or unexpected:
-        written = contents.get("detect", {}).get("version", "an earlier version")
+        version = contents.get("detect", {}).get("version")
+        written = f"detect {version}" if version else "an earlier version of detect"
         raise CheckpointError(
-            f"the weights in {path} (written by detect {written}) do not fit this version's model "
+            f"the weights in {path} (written by {written}) do not fit this version's model "
             f"({__version__}): {len(missing)} missing, {len(unexpected)} unexpected or mis-shaped, "
             f"e.g. {(missing + unexpected)[:3]}"
         )
