@@ -108,6 +108,13 @@ class OneDNNConv2d(nn.Module):
             self.attr, scalars, self.algorithm or None,
         )  # fmt: skip
 
+    def __getstate__(self) -> dict:
+        # The packed weights are oneDNN-layout tensors that neither copy nor pickle; they are
+        # packed again on the next call.
+        state = super().__getstate__()
+        state["_packed"] = {}
+        return state
+
     def extra_repr(self) -> str:
         return (
             f"{self.weight.shape[1] * self.groups}, {self.out_channels}, kernel_size={tuple(self.weight.shape[2:])}, "

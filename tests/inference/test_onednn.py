@@ -71,3 +71,18 @@ def test_autocast_runs_the_fused_conv_in_bf16() -> None:
         out = fused(x)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), nn.functional.silu(conv(x)).detach(), atol=0.1, rtol=0.05)
+
+
+def test_a_used_fused_conv_copies_and_pickles() -> None:
+    import io
+    import pickle
+
+    fused = OneDNNConv2d(nn.Conv2d(4, 4, 3, padding=1), nn.SiLU())
+    x = torch.randn(1, 4, 8, 8)
+    with torch.inference_mode():
+        expected = fused(x)  # packs the weights
+        for other in (copy.deepcopy(fused), pickle.loads(pickle.dumps(fused))):
+            torch.testing.assert_close(other(x), expected)
+    buffer = io.BytesIO()
+    torch.save(fused.state_dict(), buffer)
+    assert set(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)) == {"weight", "bias"}
