@@ -94,7 +94,7 @@ def check_export(ckpt_path: str | Path, path: Path, count: int = 2, strict: bool
             f"{found} of {total} detections (score >= {keep}) found again"
         )
     cutoffs = cutoff_of(ref_det, max(keep, post.score_thresh), post.max_det)
-    same = all(match_detections(a, b, c) for a, b, c in zip(ref_det, exp_det, cutoffs))
+    same = all(match_detections(a, b, c, nms_iou=post.nms_iou) for a, b, c in zip(ref_det, exp_det, cutoffs))
     verdict = f"same detections (score >= {keep})" if same else "OTHER DETECTIONS"
     return f"check against the checkpoint on {count} images: max output difference {worst:.1e}, {verdict}"
 
