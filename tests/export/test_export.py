@@ -66,7 +66,7 @@ def test_light_parity_matrix(tiny_shapes: Path, head: str) -> None:
 )
 def test_parity_matrix_per_backbone_family(tiny_shapes: Path, backbone: str) -> None:
     cells = parity_matrix(
-        _build, [backbone], _heads(tiny_shapes, ["detect", "segment", "pose"]), LIGHT_FORMATS, image_size=224
+        _build, [backbone], _heads(tiny_shapes, ["detect", "segment", "pose"]), LIGHT_FORMATS, image_size=160
     )
     failing = [cell for cell in cells if not cell.passed]
     assert not failing, failing
@@ -169,10 +169,18 @@ def test_cli_export_predict_video_and_eval_on_onnx(
     ("tool", "overrides", "message"),
     [
         ("predict", ["model={bad}", "source={bad}"], "cannot read"),
-        ("predict", ["model={missing}", "source=x.jpg"], "not found"),
-        ("export", ["ckpt_path={bad}", "format=tflite"], "unknown export format"),
-        ("export", ["ckpt_path={bad}"], "cannot read"),
-        ("eval", ["model={bad}", "data.val_ann=a.json", "data.val_images=."], "cannot read"),
+        # The same errors through the API are in the fast tests (tests/inference/test_predictor.py).
+        pytest.param("predict", ["model={missing}", "source=x.jpg"], "not found", marks=pytest.mark.slow),
+        pytest.param(
+            "export", ["ckpt_path={bad}", "format=tflite"], "unknown export format", marks=pytest.mark.slow
+        ),
+        pytest.param("export", ["ckpt_path={bad}"], "cannot read", marks=pytest.mark.slow),
+        pytest.param(
+            "eval",
+            ["model={bad}", "data.val_ann=a.json", "data.val_images=."],
+            "cannot read",
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_cli_bad_model_files_fail_in_one_line(
