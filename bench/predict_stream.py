@@ -6,8 +6,8 @@
 Builds a video (``--frames`` frames cycled from ``--photos``, resized to 640x480, 25 fps) and a
 folder of ``--images`` files (the photos copied round-robin under new names, in nested folders),
 both in a temporary folder, then runs the real command line on each, sampling the resident memory
-of the process every 0.2 s. Memory is constant when the last part of the run holds no more than the
-first: the report gives the peak RSS over the first and the last tenth of the samples.
+of the process every 0.2 s. Memory is constant when the end of the run holds no more than its
+first quarter: the report gives the RSS at each quarter of the run and its peak.
 """
 
 from __future__ import annotations
@@ -56,11 +56,13 @@ def run_predict(model: str, source: Path, output: Path, extra: list[str]) -> dic
     seconds = time.perf_counter() - start
     if process.returncode != 0:
         raise SystemExit(f"predict failed ({process.returncode}):\n{log[-2000:]}")
-    tenth = max(1, len(samples) // 10)
     return {
         "wall_s": round(seconds, 1),
-        "rss_first_tenth_mb": round(max(samples[:tenth]), 1),
-        "rss_last_tenth_mb": round(max(samples[-tenth:]), 1),
+        # Resident memory at a quarter, half, three quarters and the end of the run: flat when
+        # nothing accumulates (the first quarter includes the imports and the model's loading).
+        "rss_quartiles_mb": [
+            round(samples[min(len(samples) - 1, len(samples) * q // 4)], 1) for q in (1, 2, 3, 4)
+        ],
         "rss_peak_mb": round(max(samples), 1),
         "summary": [line for line in log.splitlines() if "img/s" in line or "frames" in line][-3:],
     }
