@@ -7,8 +7,10 @@ The Lightning DataModules load on first use, so that inference (which reads imag
 from importlib import import_module
 from typing import Any
 
-from detect.data.coco import CategoryMap, CocoDetection, Sample, load_coco, read_image
+from detect.data.coco import CategoryMap, CocoDetection, Sample, load_coco
 from detect.data.collate import collate
+from detect.data.doctor import DataError, FaultLog, check_coco
+from detect.data.images import ImageFault, decode_image, read_image
 from detect.data.synthetic import CATEGORIES, ShapesConfig, generate_shapes
 from detect.data.transforms import AugmentConfig, build_transforms
 
@@ -18,11 +20,16 @@ __all__ = [
     "CategoryMap",
     "CocoDataModule",
     "CocoDetection",
+    "DataError",
+    "FaultLog",
+    "ImageFault",
     "Sample",
     "ShapesConfig",
     "ShapesDataModule",
     "build_transforms",
+    "check_coco",
     "collate",
+    "decode_image",
     "generate_shapes",
     "load_coco",
     "read_image",

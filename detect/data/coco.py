@@ -14,15 +14,19 @@ from pathlib import Path
 import albumentations as A
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
+from detect.data.doctor import DataError, FaultLog, check_coco, read_coco_json
+from detect.data.images import ImageFault, read_image
 from detect.data.transforms import letterbox_params
 from detect.structures import ImageMeta, KeypointInfo, Targets
 
 __all__ = ["CategoryMap", "CocoDetection", "Sample", "load_coco", "read_image", "segmentation_to_mask"]
+
+_ORIENTATION = 0x0112
 
 log = logging.getLogger(__name__)
 
@@ -89,19 +93,18 @@ class Sample:
     meta: ImageMeta
 
 
-def load_coco(ann_file: str | Path) -> COCO:
-    """Load a COCO json quietly, with a one-line error when the file is missing or malformed."""
-    ann_file = Path(ann_file)
-    if not ann_file.is_file():
-        raise FileNotFoundError(f"annotation file not found: {ann_file}")
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco = COCO(str(ann_file))
-    except (ValueError, KeyError, TypeError, AssertionError) as error:
-        raise ValueError(f"{ann_file} is not a valid COCO annotation file: {error!r}") from error
-    for key in ("images", "categories"):
-        if key not in coco.dataset:
-            raise ValueError(f"{ann_file} has no {key!r} list")
+def load_coco(ann_file: str | Path, faults: FaultLog | None = None) -> COCO:
+    """Load a COCO json through the data doctor (:func:`detect.data.doctor.check_coco`).
+
+    What cannot be used is left out or mended and recorded in ``faults``; a file with nothing
+    sensible to train on raises a one-line :class:`~detect.data.doctor.DataError`.
+    """
+    content = read_coco_json(ann_file)
+    clean, _ = check_coco(content, str(ann_file), faults)
+    coco = COCO()
+    coco.dataset = clean
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
     return coco
 
 
@@ -116,15 +119,14 @@ def segmentation_to_mask(segmentation: list | dict, height: int, width: int) -> 
     return mask_utils.decode(rle).astype(np.uint8)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read any image as RGB ``(H, W, 3)`` uint8, applying its EXIF orientation."""
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image)
-        return np.asarray(image.convert("RGB"))
-
-
 class CocoDetection(Dataset):
-    """Images and boxes of one COCO json.
+    """Images and boxes of one COCO json, checked by the data doctor on the way in.
+
+    The json is checked as a whole when the dataset is built (:func:`load_coco`), each image's
+    header too (missing, empty, not an image, EXIF orientation, mode, size against the json);
+    a file truncated or corrupt past its header is found when it is first decoded, then skipped
+    and named (``__getitem__`` returns ``None``, which :func:`detect.data.collate.collate` drops).
+    One warning per fault kind names the count and the first ids.
 
     Args:
         ann_file: COCO instances json.
@@ -137,6 +139,7 @@ class CocoDetection(Dataset):
         hflip: probability of a horizontal flip (keypoints swap sides using their names).
         load_masks: also return instance masks (from polygons or RLE, via pycocotools).
         load_keypoints: also return keypoints (for categories that declare them).
+        strict: every skipped image or annotation is an error instead (mends stay mends).
     """
 
     def __init__(
@@ -151,14 +154,19 @@ class CocoDetection(Dataset):
         hflip: float = 0.0,
         load_masks: bool = False,
         load_keypoints: bool = False,
+        strict: bool = False,
     ) -> None:
         if missing_images not in ("skip", "error"):
             raise ValueError(f"missing_images must be 'skip' or 'error', got {missing_images!r}")
         self.image_dir = Path(image_dir)
         if not self.image_dir.is_dir():
             raise FileNotFoundError(f"image folder not found: {self.image_dir}")
-        self.coco = load_coco(ann_file)
         self.ann_file = Path(ann_file)
+        self.faults = FaultLog(str(self.ann_file))
+        self.strict = strict
+        self.coco = load_coco(ann_file, self.faults)
+        if strict:
+            self.faults.raise_if_strict()
         self.categories = categories or CategoryMap.from_coco(self.coco.dataset["categories"])
         self.transform = transform
         self.image_size = image_size
@@ -170,37 +178,75 @@ class CocoDetection(Dataset):
         self.image_ids = self._check_images(sorted(self.coco.imgs))
         self._index = self.categories._lookup
         self._cache: dict[int, np.ndarray] = {}
+        self._unreadable: set[int] = set()
         if cache_images:
             for image_id in self.image_ids:
-                self._cache[image_id] = self._read(image_id)
+                try:
+                    self._cache[image_id] = self._read(image_id)
+                except ImageFault as fault:
+                    self.faults.add(fault.kind, image_id, f"{fault.path}: {fault.detail}")
+            self.image_ids = [image_id for image_id in self.image_ids if image_id in self._cache]
+        self.faults.warn(log)
+        if strict:
+            self.faults.raise_if_strict()
+        if not self.image_ids:
+            raise DataError(
+                f"{self.ann_file}: no usable image left ({len(self.coco.imgs)} listed, all skipped)"
+            )
+
+    def _check_header(self, image_id: int) -> None:
+        """Open the header only: size, mode and EXIF orientation, without decoding the pixels."""
+        info = self.coco.imgs[image_id]
+        path = self.image_dir / info["file_name"]
+        if path.is_file() and path.stat().st_size == 0:
+            raise ImageFault("image_empty", path, "empty file (0 bytes)")
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+                orientation = image.getexif().get(_ORIENTATION, 1)
+                mode = image.mode
+        except FileNotFoundError:
+            raise ImageFault("image_missing", path, "no such file") from None
+        except UnidentifiedImageError:
+            raise ImageFault("image_not_image", path, "not an image file PIL can identify") from None
+        except (OSError, SyntaxError, ValueError) as error:
+            raise ImageFault("image_corrupt", path, f"cannot be read ({error})") from None
+        if orientation in (5, 6, 7, 8):
+            width, height = height, width
+        if orientation not in (0, 1):
+            self.faults.add("image_exif_rotated", image_id, f"{path.name}: orientation {orientation}")
+        if mode != "RGB":
+            self.faults.add("image_mode", image_id, f"{path.name}: {mode}")
+        if "width" not in info or "height" not in info:
+            info["width"], info["height"] = width, height
+        elif (info["width"], info["height"]) != (width, height):
+            self.faults.add(
+                "image_size_mismatch",
+                image_id,
+                f"{path.name}: json {info['width']}x{info['height']}, file {width}x{height}",
+            )
+            info["width"], info["height"] = width, height
 
     def _check_images(self, image_ids: list[int]) -> list[int]:
         kept, bad = [], []
         for image_id in image_ids:
-            path = self.image_dir / self.coco.imgs[image_id]["file_name"]
             try:
-                with Image.open(path):
-                    pass
-            except (FileNotFoundError, UnidentifiedImageError, OSError) as error:
-                bad.append((image_id, path, error))
+                self._check_header(image_id)
+            except ImageFault as fault:
+                self.faults.add(fault.kind, image_id, f"{fault.path}: {fault.detail}")
+                bad.append((image_id, fault))
                 continue
             kept.append(image_id)
-        if bad:
-            listed = "; ".join(
-                f"id {image_id}: {path} ({type(err).__name__})" for image_id, path, err in bad[:5]
+        if bad and self.missing_images == "error":
+            image_id, fault = bad[0]
+            raise FileNotFoundError(
+                f"{len(bad)} of {len(image_ids)} images in {self.ann_file} are missing or unreadable, "
+                f"first id {image_id}: {fault} (set data.missing_images=skip to skip them)"
             )
-            message = f"{len(bad)} of {len(image_ids)} images in {self.ann_file} are missing or unreadable: {listed}"
-            if self.missing_images == "error":
-                raise FileNotFoundError(message + " (set data.missing_images=skip to skip them)")
-            log.warning("%s%s; skipped", message, " ..." if len(bad) > 5 else "")
         return kept
 
     def _read(self, image_id: int) -> np.ndarray:
-        path = self.image_dir / self.coco.imgs[image_id]["file_name"]
-        try:
-            return read_image(path)
-        except (OSError, UnidentifiedImageError) as error:
-            raise OSError(f"cannot decode image id {image_id} at {path}: {error}") from error
+        return read_image(self.image_dir / self.coco.imgs[image_id]["file_name"])
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -246,11 +292,19 @@ class CocoDetection(Dataset):
                 keypoints[i] = np.asarray(values, np.float32).reshape(count, 3)
         return keypoints
 
-    def __getitem__(self, index: int) -> Sample:
+    def __getitem__(self, index: int) -> Sample | None:
         image_id = self.image_ids[index]
         image = self._cache.get(image_id)
         if image is None:
-            image = self._read(image_id)
+            try:
+                image = self._read(image_id)
+            except ImageFault as fault:
+                if self.strict or self.missing_images == "error":
+                    raise DataError(f"image id {image_id}: {fault} (data.strict=true)") from None
+                if image_id not in self._unreadable:
+                    self._unreadable.add(image_id)
+                    log.warning("skipping image id %d: %s", image_id, fault)
+                return None
         boxes, labels, anns = self.annotations(image_id)
         height, width = image.shape[:2]
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)

@@ -39,6 +39,7 @@ class CocoDataModule(L.LightningDataModule):
         categories: class map to use instead of the training json's (set when evaluating a checkpoint).
         keypoint_sigma: OKS sigma of every keypoint, for datasets other than COCO persons (whose 17
             keypoints get COCO's published sigmas).
+        strict: every image or annotation the data doctor would skip stops loading instead.
     """
 
     def __init__(
@@ -56,6 +57,7 @@ class CocoDataModule(L.LightningDataModule):
         cache_images: bool = False,
         categories: list[dict] | None = None,
         keypoint_sigma: float = 0.07,
+        strict: bool = False,
     ) -> None:
         super().__init__()
         if image_size < 32:
@@ -69,6 +71,7 @@ class CocoDataModule(L.LightningDataModule):
         self.missing_images = missing_images
         self.cache_images = cache_images
         self.keypoint_sigma = keypoint_sigma
+        self.strict = strict
         self._categories = CategoryMap.from_list(categories) if categories else None
         self.train_set: CocoDetection | None = None
         self.val_set: CocoDetection | None = None
@@ -114,10 +117,13 @@ class CocoDataModule(L.LightningDataModule):
             hflip=augment.hflip if augment is not None else 0.0,
             load_masks=self.load_masks,
             load_keypoints=self.load_keypoints,
+            strict=self.strict,
         )
 
-    def transfer_batch_to_device(self, batch: Batch, device: torch.device, dataloader_idx: int) -> Batch:
-        return batch.to(device)
+    def transfer_batch_to_device(
+        self, batch: Batch | None, device: torch.device, dataloader_idx: int
+    ) -> Batch | None:
+        return None if batch is None else batch.to(device)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(

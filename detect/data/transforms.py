@@ -49,7 +49,11 @@ def build_transforms(image_size: int, augment: AugmentConfig | None = None) -> A
     to swap left and right keypoints.
     """
     transforms: list[A.BasicTransform] = [
-        A.LongestMaxSize(max_size=image_size, interpolation=cv2.INTER_LINEAR),
+        # INTER_NEAREST samples pixel floor(x / scale), shifting masks ~half a pixel right and down
+        # of their boxes and of the image; the _EXACT variant samples the nearest pixel centre.
+        A.LongestMaxSize(
+            max_size=image_size, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST_EXACT
+        ),
         A.PadIfNeeded(
             image_size, image_size, position="top_left", border_mode=cv2.BORDER_CONSTANT, fill=PAD_VALUE
         ),

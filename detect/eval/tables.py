@@ -59,9 +59,16 @@ def collect_sweep(sweep_dir: str | Path) -> list[dict]:
                 "overrides": " ".join(overrides),
                 **_job_config(job_dir),
                 **json.loads(metrics_file.read_text()),
+                **_timing(job_dir),
             }
         )
     return rows
+
+
+def _timing(job_dir: Path) -> dict:
+    """The job's wall times (``train_minutes`` ...), kept out of ``metrics.json`` so that it is reproducible."""
+    timing_file = job_dir / "timing.json"
+    return json.loads(timing_file.read_text()) if timing_file.is_file() else {}
 
 
 def _job_config(job_dir: Path) -> dict:

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
+
+from detect.data.images import ImageFault, read_image
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -114,12 +116,6 @@ def find_files(source: str | Path) -> list[Path]:
     return files
 
 
-def _read_image(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        image.load()
-        return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
-
-
 def _video_frames(name: str, target: str | int) -> Iterator[Frame]:
     import cv2
 
@@ -154,12 +150,9 @@ def _file_frames(path: Path) -> Iterator[Frame]:
         yield from _video_frames(str(path), str(path))
         return
     try:
-        image = _read_image(path)
-    except FileNotFoundError:
-        log.warning("skipping %s: no such file", path)
-        return
-    except (OSError, UnidentifiedImageError, ValueError) as error:
-        log.warning("skipping %s: cannot read it as an image (%s)", path, str(error).splitlines()[0])
+        image = read_image(path)
+    except ImageFault as fault:
+        log.warning("skipping %s: %s", path, fault.detail)
         return
     yield Frame(image, str(path))
 

@@ -76,7 +76,9 @@ class DetectionTask(L.LightningModule):
         outputs = self.model(images.contiguous(memory_format=self.memory_format))
         return self.model.postprocess(outputs, [tuple(images.shape[-2:])] * images.shape[0])
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+    def training_step(self, batch: Batch | None, batch_idx: int) -> Tensor | None:
+        if batch is None:  # every image of the batch failed to decode (each was named)
+            return None
         images = batch.images.contiguous(memory_format=self.memory_format)
         losses = self.model.loss(self.model(images), batch.targets)
         loss = sum(losses.values())
@@ -90,7 +92,9 @@ class DetectionTask(L.LightningModule):
             datamodule.val_set.coco, self.categories.ids, self.iou_types, keypoints=self.categories.keypoints
         )
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+    def validation_step(self, batch: Batch | None, batch_idx: int) -> None:
+        if batch is None:
+            return
         detections = self(batch.images)
         self.evaluator.update(
             [meta.image_id for meta in batch.metas],

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 
 from detect.data.coco import read_image
@@ -22,6 +24,7 @@ from detect.eval.tables import format_metrics
 from detect.inference.visualize import draw_detections
 from detect.tasks.callbacks import EpochTimer
 from detect.tasks.checkpoint import warm_start
+from detect.tasks.faults import AtomicCheckpointIO, find_last_checkpoint
 from detect.tasks.module import DetectionTask
 
 __all__ = ["build_trainer", "train", "write_outputs"]
@@ -52,16 +55,81 @@ def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
     trainer_cfg.update(overrides)
     if trainer_cfg.get("enable_progress_bar") is False:
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    return instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
+    plugins = trainer_cfg.pop("plugins", None) or []
+    if not any(hasattr(plugin, "save_checkpoint") for plugin in plugins):
+        plugins = [*plugins, AtomicCheckpointIO()]
+    return instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False, plugins=plugins)
 
 
 def write_outputs(
-    output_dir: Path, metrics: dict[str, float], results: list[dict], extra: dict[str, Any] | None = None
+    output_dir: Path,
+    metrics: dict[str, float],
+    results: list[dict],
+    extra: dict[str, Any] | None = None,
+    timing: dict[str, float] | None = None,
 ) -> None:
-    """Write ``metrics.json`` (flat keys) and ``predictions.json`` (COCO results format)."""
+    """Write ``metrics.json`` (flat keys), ``predictions.json`` (COCO results) and ``timing.json``.
+
+    Wall times go to ``timing.json``, so that two seeded runs write identical ``metrics.json``.
+    """
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "metrics.json").write_text(json.dumps({**metrics, **(extra or {})}, indent=2))
     (output_dir / "predictions.json").write_text(json.dumps(results))
+    if timing:
+        (output_dir / "timing.json").write_text(json.dumps(timing, indent=2))
+
+
+def _check_writable(folder: Path) -> None:
+    """Fail before training, not at the first checkpoint, when outputs cannot be written."""
+    probe = folder / f".write-test-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise OSError(f"output folder {folder} is not writable ({error.strerror or error})") from None
+
+
+def _resume_from(cfg: DictConfig) -> str | None:
+    """The checkpoint to resume: ``ckpt_path`` as given, or with ``resume=true`` / ``ckpt_path=last``
+    the newest ``last.ckpt`` of this task's runs, whose folder the run then continues in."""
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path not in (None, "last"):
+        if not Path(ckpt_path).is_file():
+            raise FileNotFoundError(f"ckpt_path: no such checkpoint: {ckpt_path}")
+        return str(ckpt_path)
+    if ckpt_path is None and not cfg.get("resume"):
+        return None
+    output_dir = Path(cfg.paths.output_dir)
+    found = find_last_checkpoint(output_dir)
+    if found is None:
+        raise FileNotFoundError(
+            f"resume: no checkpoints/last.ckpt in {output_dir} or the other runs in {output_dir.parent} "
+            "(start without resume=true, or give ckpt_path=)"
+        )
+    run_dir = found.parent.parent
+    if run_dir != output_dir:
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(run_dir)
+    return str(found)
+
+
+def _check_resumable(ckpt_path: str, config: dict[str, Any]) -> int:
+    """One line instead of a state-dict mismatch when the checkpoint holds another model; its step."""
+    try:
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    except Exception as error:  # torch.load raises many types on a damaged file
+        raise OSError(
+            f"cannot resume from {ckpt_path}: not a readable checkpoint ({type(error).__name__})"
+        ) from None
+    saved = (checkpoint.get("hyper_parameters") or {}).get("config", {}).get("model")
+    if saved is not None and saved != config["model"]:
+        raise ValueError(
+            f"cannot resume from {ckpt_path}: it was trained with another model "
+            f"(backbone {saved.get('backbone', {}).get('_target_')}, head {saved.get('head', {}).get('_target_')}); "
+            "resume with the same backbone / neck / head"
+        )
+    return int(checkpoint.get("global_step", 0))
 
 
 def _draw_samples(task: DetectionTask, datamodule: Any, output_dir: Path, count: int) -> Path:
@@ -97,7 +165,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """
     started = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True)
+    resume_path = _resume_from(cfg)
     output_dir = Path(cfg.paths.output_dir)
+    _check_writable(output_dir)
     datamodule = instantiate(cfg.data)
     categories = datamodule.categories.to_list()
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -108,8 +178,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
         print(f"init_from {cfg.init_from}: {report.summary()}")
     fields = task.model.head.target_fields
     datamodule.request_targets(masks="masks" in fields, keypoints="keypoints" in fields)
+    if resume_path is not None:
+        step = _check_resumable(resume_path, config)
+        print(f"resuming from {resume_path} (step {step}); outputs go to {output_dir}")
     trainer = build_trainer(cfg)
-    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    with warnings.catch_warnings():
+        # Resuming mid-epoch restarts the loader's order for the rest of that epoch (the step
+        # count, optimizer and RNG are restored): expected, and said in docs/reliability.md.
+        warnings.filterwarnings(
+            "ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*"
+        )
+        trainer.fit(task, datamodule=datamodule, ckpt_path=resume_path)
     ckpt_path = output_dir / "checkpoints" / "last.ckpt"
     trainer.save_checkpoint(ckpt_path)
     train_seconds = time.perf_counter() - started
@@ -118,12 +197,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics = dict(task.val_metrics)
     if trainer.is_global_zero:
         timers = [c for c in trainer.callbacks if isinstance(c, EpochTimer)]
-        extra = {
-            **(timers[0].summary() if timers else {}),
-            "train_minutes": round(train_seconds / 60, 2),
-            "params_M": round(sum(p.numel() for p in task.model.parameters()) / 1e6, 3),
-        }
-        write_outputs(output_dir, metrics, task.val_results, extra)
+        extra = {"params_M": round(sum(p.numel() for p in task.model.parameters()) / 1e6, 3)}
+        timing = {**(timers[0].summary() if timers else {}), "train_minutes": round(train_seconds / 60, 2)}
+        write_outputs(output_dir, metrics, task.val_results, extra, timing)
         drawings = _draw_samples(task, datamodule, output_dir, cfg.get("num_visualizations", 8))
         for iou_type in task.iou_types:
             print("\n" + format_metrics(metrics, iou_type))
