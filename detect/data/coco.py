@@ -316,6 +316,11 @@ class CocoDetection(Dataset):
         )
         if self.load_masks and anns:
             inputs["masks"] = self._masks(anns, height, width)
+        # Albumentations draws from its own generators, seeded from the OS unless told otherwise:
+        # reseeding them from torch's generator per sample makes runs repeat with the seed, gives
+        # each loader worker its own stream (torch seeds workers apart) and lets a resumed run
+        # (whose torch generator is restored) draw as the original would.
+        self.transform.set_random_seed(int(torch.randint(0, 2**31 - 1, ()).item()))
         out = self.transform(**inputs)
         kept = np.asarray(out["instances"], dtype=np.int64)
         image_out = out["image"]

@@ -133,14 +133,14 @@ class FaultLog:
         return bool(self.kinds("fatal", "skip"))
 
     def describe(self, kind: str, first: int = 5) -> str:
-        """``box_not_finite: 3 annotations skipped (bbox with NaN or inf): id 12, 15, 40; first: ...``."""
+        """``box_not_finite (bbox with NaN or inf): 3 annotations, skipped: id 12, 15, 40; first: ...``."""
         info, count = KINDS[kind], self.counts[kind]
         refs = ", ".join(str(ref) for ref, _ in self.examples[kind][:first])
         more = " ..." if count > first else ""
         unit = info.unit + ("s" if count != 1 else "")
         detail = self.examples[kind][0][1]
         hint = f"; first: {detail}" if detail else ""
-        return f"{kind}: {count} {unit} {info.action} ({info.what}): id {refs}{more}{hint}"
+        return f"{kind} ({info.what}): {count} {unit}, {info.action}: id {refs}{more}{hint}"
 
     def warn(self, logger: logging.Logger = log) -> None:
         """One warning per kind that is not a note, one info line per note."""
@@ -378,7 +378,7 @@ def check_coco(content: dict, source: str, faults: FaultLog | None = None) -> tu
         DataError: the content has nothing sensible to train on (no images or categories,
             duplicate image or category ids): one line naming ``source`` and the problem.
     """
-    faults = faults or FaultLog(source)
+    faults = FaultLog(source) if faults is None else faults
     for key in ("images", "annotations", "categories"):
         if key in content and not isinstance(content[key], list):
             raise _fatal(

@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 
-from detect.data.coco import read_image
+from detect.data.images import ImageFault, read_image
 from detect.eval.coco import results_to_detections
 from detect.eval.tables import format_metrics
 from detect.inference.visualize import draw_detections
@@ -140,9 +140,14 @@ def _draw_samples(task: DetectionTask, datamodule: Any, output_dir: Path, count:
     by_image: dict[int, list[dict]] = {}
     for result in task.val_results:
         by_image.setdefault(result["image_id"], []).append(result)
-    for image_id in dataset.image_ids[:count]:
+    drawn_ids = [image_id for image_id in dataset.image_ids if image_id in task.evaluator.seen][:count]
+    for image_id in drawn_ids:
         info = dataset.coco.imgs[image_id]
-        image = read_image(dataset.image_dir / info["file_name"])
+        try:
+            image = read_image(dataset.image_dir / info["file_name"])
+        except ImageFault as fault:  # named when validation skipped it
+            log.debug("not drawn: %s", fault)
+            continue
         detections = results_to_detections(by_image.get(image_id, []), task.categories.ids, image.shape[:2])
         drawn = draw_detections(
             image,
