@@ -150,7 +150,7 @@ def broken_copy(
         target = images / image["file_name"]
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(Path(image_dir) / image["file_name"], target)
-    chosen = kinds or [*IMAGE_FAULTS, *ANNOTATION_FAULTS, "modes"]
+    chosen = [*IMAGE_FAULTS, *ANNOTATION_FAULTS, "modes"] if kinds is None else kinds
     for kind in chosen:
         if kind == "modes":
             for mode, index in MODE_FAULTS.items():

@@ -303,7 +303,7 @@ class CocoDetection(Dataset):
                     raise DataError(f"image id {image_id}: {fault} (data.strict=true)") from None
                 if image_id not in self._unreadable:
                     self._unreadable.add(image_id)
-                    log.warning("skipping image id %d: %s", image_id, fault)
+                    log.warning("skipping image id %d (%s): %s", image_id, fault.kind, fault)
                 return None
         boxes, labels, anns = self.annotations(image_id)
         height, width = image.shape[:2]

@@ -60,8 +60,14 @@ class CocoDataModule(L.LightningDataModule):
         strict: bool = False,
     ) -> None:
         super().__init__()
-        if image_size < 32:
-            raise ValueError(f"image_size must be >= 32, got {image_size}")
+        for name, value, least in (
+            ("image_size", image_size, 32),
+            ("batch_size", batch_size, 1),
+            ("val_batch_size", val_batch_size, 1),
+            ("num_workers", num_workers, 0),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ValueError(f"data.{name} must be an integer >= {least}, got {value!r}")
         self.train_ann, self.train_images = train_ann, train_images
         self.val_ann, self.val_images = val_ann, val_images
         self.image_size = image_size

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,9 +112,11 @@ def _read(path: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         contents = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError) as error:
+    except Exception as error:  # a damaged file fails in many ways (OSError, IndexError, UnpicklingError ...)
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"cannot read {path} as a checkpoint: {first}") from error
+        raise CheckpointError(
+            f"cannot read {path} as a checkpoint (truncated, corrupt or another format): {first}"
+        ) from error
     if not isinstance(contents, dict) or "state_dict" not in contents:
         raise CheckpointError(f"{path} is not a detect training checkpoint (no state_dict)")
     hparams = contents.get("hyper_parameters") or {}

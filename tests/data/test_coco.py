@@ -93,7 +93,9 @@ def test_missing_image_is_skipped_with_a_count_or_fatal(
     dataset = CocoDetection(small_set, small_set.parent / "images", build_transforms(64), 64)
     assert dataset.image_ids == [1]
     assert "image_missing (image file missing): 1 image, skipped" in caplog.text and "id 2;" in caplog.text
-    assert "image_not_image (file is not an image): 1 image, skipped" in caplog.text and "id 3;" in caplog.text
+    assert (
+        "image_not_image (file is not an image): 1 image, skipped" in caplog.text and "id 3;" in caplog.text
+    )
     with pytest.raises(FileNotFoundError, match="id 2"):
         CocoDetection(
             small_set, small_set.parent / "images", build_transforms(64), 64, missing_images="error"

@@ -133,19 +133,30 @@ def test_resume_without_a_checkpoint_and_an_unwritable_folder_fail_first(train_c
         train(cfg)
 
 
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
 @pytest.mark.slow
-def test_two_seeded_fp32_runs_write_identical_metrics(train_cfg, tmp_path: Path) -> None:  # noqa: ANN001
-    outputs = []
-    for name in ("a", "b"):
-        cfg = train_cfg(
-            ["trainer.max_epochs=3", "trainer.precision=32-true", "trainer.enable_progress_bar=false"]
-        )
+def test_two_seeded_fp32_runs_and_a_resumed_one_are_identical(train_cfg, tmp_path: Path) -> None:  # noqa: ANN001
+    """Same seed, same bits: metrics.json and the weights; resuming from an epoch's end changes nothing."""
+    common = ["trainer.max_epochs=3", "trainer.precision=32-true", "trainer.enable_progress_bar=false"]
+    runs = {"a": [*common, "callbacks.model_checkpoint.save_top_k=-1"], "b": common}
+    for name, overrides in runs.items():
+        cfg = train_cfg(overrides)
         with open_dict(cfg):
             cfg.paths.output_dir = str(tmp_path / name)
         train(cfg)
-        outputs.append((tmp_path / name / "metrics.json").read_bytes())
-    assert outputs[0] == outputs[1]
-    assert json.loads(outputs[0])["bbox/AP"] >= 0
+    first_epoch = next((tmp_path / "a" / "checkpoints").glob("epoch=0-*.ckpt"))
+    cfg = train_cfg([*common, f"ckpt_path='{first_epoch}'"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "c")
+    train(cfg)
+    metrics = [(tmp_path / name / "metrics.json").read_bytes() for name in "abc"]
+    assert metrics[0] == metrics[1] == metrics[2]
+    weights = [_weights(tmp_path / name) for name in "abc"]
+    for key, value in weights[0].items():
+        assert torch.equal(value, weights[1][key]) and torch.equal(value, weights[2][key]), key
 
 
 # --- kill -9 ---------------------------------------------------------------------------------
