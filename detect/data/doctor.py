@@ -137,7 +137,11 @@ class FaultLog:
         info, count = KINDS[kind], self.counts[kind]
         refs = ", ".join(str(ref) for ref, _ in self.examples[kind][:first])
         more = " ..." if count > first else ""
-        unit = info.unit if count == 1 else (info.unit[:-1] + "ies" if info.unit.endswith("y") else info.unit + "s")
+        unit = (
+            info.unit
+            if count == 1
+            else (info.unit[:-1] + "ies" if info.unit.endswith("y") else info.unit + "s")
+        )
         detail = self.examples[kind][0][1]
         hint = f"; first: {detail}" if detail else ""
         return f"{kind} ({info.what}): {count} {unit}, {info.action}: id {refs}{more}{hint}"
