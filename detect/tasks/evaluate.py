@@ -111,6 +111,8 @@ def _evaluate_file(cfg: DictConfig) -> tuple[dict[str, float], list[dict], tuple
     )
     loader = DataLoader(dataset, batch_size=data.batch_size, num_workers=data.num_workers, collate_fn=collate)
     for batch in tqdm(loader, desc=f"eval {Path(cfg.model).name}", unit="batch"):
+        if batch is None:  # every image of it failed to decode (each was named)
+            continue
         detections = predictor.infer(batch.images)
         evaluator.update(
             [meta.image_id for meta in batch.metas],
