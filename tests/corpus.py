@@ -336,6 +336,19 @@ CLI_CASES: list[CliCase] = [
         "box_not_finite",
         process=True,
     ),
+    CliCase(
+        "data: every fault at once, evaluated from a model file",
+        "data",
+        "eval",
+        lambda w: [
+            f"model={w / 'model.ckpt'}",
+            f"data.val_ann={w / 'broken' / 'annotations.json'}",
+            f"data.val_images={w / 'broken' / 'images'}",
+            "data.num_workers=0",
+        ],
+        "runs",
+        "image_corrupt",
+    ),
     # Configs.
     CliCase(
         "config: unknown backbone",

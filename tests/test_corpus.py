@@ -13,7 +13,7 @@ from omegaconf import open_dict
 from detect.data.coco import CocoDetection
 from detect.data.doctor import KINDS
 from detect.data.transforms import build_transforms
-from detect.tasks import predict, train
+from detect.tasks import evaluate, predict, train
 from detect.utils import run_cli
 from tests.checkpoints import write_checkpoint
 from tests.conftest import REPO, compose_config
@@ -66,7 +66,7 @@ def _in_process(
     cfg = compose_config([arg for arg in args if not arg.startswith("hydra.")], config_name=case.tool)
     with open_dict(cfg):
         cfg.paths.output_dir = run_dir
-    function = {"train": train, "predict": predict}[case.tool]
+    function = {"train": train, "predict": predict, "eval": evaluate}[case.tool]
     status = 0
     with caplog.at_level(logging.INFO):
         try:
