@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -44,6 +45,12 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         )
     from detect.tasks.train import write_outputs
 
+    if (
+        torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+        and torch.distributed.get_rank()
+    ):
+        return metrics  # every process scored the gathered predictions; the first one writes them
     output_dir = Path(cfg.paths.output_dir)
     write_outputs(output_dir, metrics, results)
     for iou_type in iou_types:
@@ -76,6 +83,8 @@ def _evaluate_checkpoint(cfg: DictConfig) -> tuple[dict[str, float], list[dict],
     trainer = L.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,
+        num_nodes=cfg.trainer.get("num_nodes", 1),
+        strategy=cfg.trainer.get("strategy", "auto"),
         logger=False,
         enable_checkpointing=False,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import lightning as L
@@ -20,6 +21,11 @@ from detect.tasks.optim import build_optimizer
 __all__ = ["DetectionTask"]
 
 log = logging.getLogger(__name__)
+
+# Under DDP the validation sampler repeats a few images to even out the processes; the evaluator
+# keeps each image once (CocoEvaluator.update / merge), so Lightning's advice to validate on one
+# device does not apply.
+warnings.filterwarnings("ignore", message=r".*it is recommended to use `Trainer\(devices=1, num_nodes=1\)`.*")
 
 
 class DetectionTask(L.LightningModule):
@@ -112,9 +118,11 @@ class DetectionTask(L.LightningModule):
         self.val_metrics = self.evaluator.compute()
         self.val_results = self.evaluator.results
         summary = {key: value for key, value in self.val_metrics.items() if key.count("/") == 1}
-        self.log_dict(summary, prog_bar=False, sync_dist=False, rank_zero_only=False)
+        # Every process scored the same gathered predictions: the values agree, and sync_dist
+        # averages equal numbers (it tells Lightning that they are already global).
+        self.log_dict(summary, prog_bar=False, sync_dist=True)
         for iou_type in self.iou_types:
-            self.log(f"val/{iou_type}_AP", summary[f"{iou_type}/AP"], prog_bar=True)
+            self.log(f"val/{iou_type}_AP", summary[f"{iou_type}/AP"], prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = build_optimizer(self.model, OmegaConf.to_container(self.config.optim, resolve=True))

@@ -52,6 +52,12 @@ def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_cfg["precision"] = _precision(trainer_cfg.get("precision"), trainer_cfg.get("accelerator"))
+    on_gpu = torch.cuda.is_available() and trainer_cfg.get("accelerator") in (None, "auto", "gpu", "cuda")
+    if trainer_cfg.get("sync_batchnorm") and not on_gpu:
+        # torch's SyncBatchNorm runs only on GPU modules; on CPU (gloo) each process keeps its own
+        # BatchNorm statistics, as plain DDP does.
+        log.info("sync_batchnorm needs GPUs: off for this CPU run")
+        trainer_cfg["sync_batchnorm"] = False
     trainer_cfg.update(overrides)
     if trainer_cfg.get("enable_progress_bar") is False:
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
