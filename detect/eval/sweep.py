@@ -9,6 +9,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from detect.eval.leaderboard import build_leaderboard
 from detect.eval.tables import collect_sweep, format_sweep
 
 __all__ = ["SweepTableCallback"]
@@ -17,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 class SweepTableCallback(Callback):
-    """After ``-m`` runs, collect each job's ``metrics.json`` into ``results.md`` and print it."""
+    """After ``-m`` runs: the leaderboard (``results.md``, ``results.csv``, ``pareto.png``), and a table printed."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -25,6 +26,5 @@ class SweepTableCallback(Callback):
         if not rows:
             log.warning("no metrics.json found under %s", sweep_dir)
             return
-        table = format_sweep(rows)
-        (sweep_dir / "results.md").write_text(table + "\n")
-        print(f"\nSweep results ({sweep_dir / 'results.md'}):\n{table}")
+        build_leaderboard(sweep_dir)
+        print(f"\nSweep results ({sweep_dir / 'results.md'}, results.csv, pareto.png):\n{format_sweep(rows)}")

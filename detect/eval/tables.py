@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["collect_sweep", "format_metrics", "format_sweep"]
+__all__ = ["collect_sweep", "format_metrics", "format_sweep", "job_config", "job_overrides"]
 
 _SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -45,24 +45,29 @@ def collect_sweep(sweep_dir: str | Path) -> list[dict]:
     rows = []
     for metrics_file in sorted(Path(sweep_dir).glob("**/metrics.json")):
         job_dir = metrics_file.parent
-        overrides_file = job_dir / ".hydra" / "overrides.yaml"
-        overrides = []
-        if overrides_file.is_file():
-            overrides = [
-                line.removeprefix("- ").strip()
-                for line in overrides_file.read_text().splitlines()
-                if line.startswith("- ")
-            ]
         rows.append(
             {
                 "job": job_dir.name,
-                "overrides": " ".join(overrides),
-                **_job_config(job_dir),
+                "folder": str(job_dir),
+                "overrides": " ".join(job_overrides(job_dir)),
+                **job_config(job_dir),
                 **json.loads(metrics_file.read_text()),
                 **_timing(job_dir),
             }
         )
     return rows
+
+
+def job_overrides(job_dir: Path) -> list[str]:
+    """The command-line overrides a Hydra job ran with (``.hydra/overrides.yaml``)."""
+    overrides_file = job_dir / ".hydra" / "overrides.yaml"
+    if not overrides_file.is_file():
+        return []
+    return [
+        line.removeprefix("- ").strip()
+        for line in overrides_file.read_text().splitlines()
+        if line.startswith("- ")
+    ]
 
 
 def _timing(job_dir: Path) -> dict:
@@ -71,7 +76,7 @@ def _timing(job_dir: Path) -> dict:
     return json.loads(timing_file.read_text()) if timing_file.is_file() else {}
 
 
-def _job_config(job_dir: Path) -> dict:
+def job_config(job_dir: Path) -> dict:
     """The group choices (``backbone``, ``neck``, ``head`` ...) and image size a Hydra job ran with."""
     found: dict = {}
     hydra_file = job_dir / ".hydra" / "hydra.yaml"

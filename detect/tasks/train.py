@@ -85,6 +85,29 @@ def write_outputs(
         (output_dir / "timing.json").write_text(json.dumps(timing, indent=2))
 
 
+def _model_cost(task: DetectionTask, ckpt_path: Path, image_size: int) -> tuple[dict, dict]:
+    """GFLOPs of one forward (deterministic: metrics.json) and the shipped predictor's batch-1
+    latency (a wall time: timing.json), for the sweep leaderboard's accuracy-against-cost chart."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from detect.inference import load
+
+    images = torch.zeros(1, 3, image_size, image_size, dtype=torch.uint8)
+    model = task.model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(images)
+    predictor = load(ckpt_path)
+    seconds = []
+    for i in range(13):
+        start = time.perf_counter()
+        predictor.infer(images)
+        if i >= 3:
+            seconds.append(time.perf_counter() - start)
+    return {"gflops": round(counter.get_total_flops() / 1e9, 3)}, {
+        "predict_ms": round(1000 * sorted(seconds)[len(seconds) // 2], 2)
+    }
+
+
 def _check_writable(folder: Path) -> None:
     """Fail before training, not at the first checkpoint, when outputs cannot be written."""
     probe = folder / f".write-test-{os.getpid()}"
@@ -210,6 +233,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         timers = [c for c in trainer.callbacks if isinstance(c, EpochTimer)]
         extra = {"params_M": round(sum(p.numel() for p in task.model.parameters()) / 1e6, 3)}
         timing = {**(timers[0].summary() if timers else {}), "train_minutes": round(train_seconds / 60, 2)}
+        if cfg.get("measure_cost", True):
+            cost, latency = _model_cost(task, ckpt_path, cfg.data.image_size)
+            extra |= cost
+            timing |= latency
         write_outputs(output_dir, metrics, task.val_results, extra, timing)
         drawings = _draw_samples(task, datamodule, output_dir, cfg.get("num_visualizations", 8))
         for iou_type in task.iou_types:
