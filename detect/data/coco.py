@@ -14,19 +14,17 @@ from pathlib import Path
 import albumentations as A
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
 from detect.data.doctor import DataError, FaultLog, check_coco, read_coco_json
-from detect.data.images import ImageFault, read_image
+from detect.data.images import ImageFault, probe_image, read_image
 from detect.data.transforms import letterbox_params
 from detect.structures import ImageMeta, KeypointInfo, Targets
 
 __all__ = ["CategoryMap", "CocoDetection", "Sample", "load_coco", "read_image", "segmentation_to_mask"]
 
-_ORIENTATION = 0x0112
 
 log = logging.getLogger(__name__)
 
@@ -195,37 +193,22 @@ class CocoDetection(Dataset):
             )
 
     def _check_header(self, image_id: int) -> None:
-        """Open the header only: size, mode and EXIF orientation, without decoding the pixels."""
+        """The header only (size, mode, EXIF orientation): cheap enough for every image at load."""
         info = self.coco.imgs[image_id]
         path = self.image_dir / info["file_name"]
-        if path.is_file() and path.stat().st_size == 0:
-            raise ImageFault("image_empty", path, "empty file (0 bytes)")
-        try:
-            with Image.open(path) as image:
-                width, height = image.size
-                orientation = image.getexif().get(_ORIENTATION, 1)
-                mode = image.mode
-        except FileNotFoundError:
-            raise ImageFault("image_missing", path, "no such file") from None
-        except UnidentifiedImageError:
-            raise ImageFault("image_not_image", path, "not an image file PIL can identify") from None
-        except (OSError, SyntaxError, ValueError) as error:
-            raise ImageFault("image_corrupt", path, f"cannot be read ({error})") from None
-        if orientation in (5, 6, 7, 8):
-            width, height = height, width
-        if orientation not in (0, 1):
-            self.faults.add("image_exif_rotated", image_id, f"{path.name}: orientation {orientation}")
-        if mode != "RGB":
-            self.faults.add("image_mode", image_id, f"{path.name}: {mode}")
-        if "width" not in info or "height" not in info:
-            info["width"], info["height"] = width, height
-        elif (info["width"], info["height"]) != (width, height):
+        header = probe_image(path)
+        if header.orientation not in (0, 1):
+            self.faults.add("image_exif_rotated", image_id, f"{path.name}: orientation {header.orientation}")
+        if header.mode != "RGB":
+            self.faults.add("image_mode", image_id, f"{path.name}: {header.mode}")
+        size = (header.width, header.height)
+        if "width" in info and "height" in info and (info["width"], info["height"]) != size:
             self.faults.add(
                 "image_size_mismatch",
                 image_id,
-                f"{path.name}: json {info['width']}x{info['height']}, file {width}x{height}",
+                f"{path.name}: json {info['width']}x{info['height']}, file {size[0]}x{size[1]}",
             )
-            info["width"], info["height"] = width, height
+        info["width"], info["height"] = size
 
     def _check_images(self, image_ids: list[int]) -> list[int]:
         kept, bad = [], []

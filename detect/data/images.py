@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageFault", "decode_image", "read_image"]
+__all__ = ["ImageFault", "ImageHeader", "decode_image", "probe_image", "read_image"]
 
 _ORIENTATION = 0x0112
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -36,6 +39,52 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image file's header says: size after its EXIF orientation, mode, orientation."""
+
+    width: int
+    height: int
+    mode: str
+    orientation: int
+
+
+def _check_file(path: Path) -> None:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ImageFault("image_missing", path, "no such file") from None
+    except OSError as error:
+        raise ImageFault("image_missing", path, f"cannot be read ({error.strerror})") from None
+    if size == 0:
+        raise ImageFault("image_empty", path, "empty file (0 bytes)")
+
+
+@contextmanager
+def _faults_of(path: Path) -> Iterator[None]:
+    """PIL's errors on ``path`` as :class:`ImageFault` (not an image; truncated or corrupt)."""
+    try:
+        yield
+    except UnidentifiedImageError:
+        raise ImageFault("image_not_image", path, "not an image file PIL can identify") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ImageFault("image_corrupt", path, f"cannot be decoded ({detail})") from None
+
+
+def probe_image(path: str | Path) -> ImageHeader:
+    """Read only the header (cheap: no pixels decoded); :class:`ImageFault` as :func:`decode_image`."""
+    path = Path(path)
+    _check_file(path)
+    with _faults_of(path), Image.open(path) as image:
+        width, height = image.size
+        orientation = image.getexif().get(_ORIENTATION, 1)
+        mode = image.mode
+    if orientation in (5, 6, 7, 8):  # the transposing orientations
+        width, height = height, width
+    return ImageHeader(width, height, mode, orientation)
+
+
 def decode_image(path: str | Path) -> tuple[np.ndarray, list[tuple[str, str]]]:
     """Decode a whole image file to ``(H, W, 3)`` uint8 RGB, EXIF orientation applied.
 
@@ -48,30 +97,17 @@ def decode_image(path: str | Path) -> tuple[np.ndarray, list[tuple[str, str]]]:
             (truncated or corrupt). Opening reads only the header, so the pixels are decoded here.
     """
     path = Path(path)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise ImageFault("image_missing", path, "no such file") from None
-    except OSError as error:
-        raise ImageFault("image_missing", path, f"cannot be read ({error.strerror})") from None
-    if size == 0:
-        raise ImageFault("image_empty", path, "empty file (0 bytes)")
+    _check_file(path)
     mended: list[tuple[str, str]] = []
-    try:
-        with Image.open(path) as image:
-            image.load()
-            orientation = image.getexif().get(_ORIENTATION, 1)
-            if orientation not in (0, 1):
-                mended.append(("image_exif_rotated", f"EXIF orientation {orientation} applied"))
-                image = ImageOps.exif_transpose(image)
-            if image.mode != "RGB":
-                mended.append(("image_mode", f"{image.mode} converted to RGB"))
-            return _to_rgb(image), mended
-    except UnidentifiedImageError:
-        raise ImageFault("image_not_image", path, "not an image file PIL can identify") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ImageFault("image_corrupt", path, f"cannot be decoded ({detail})") from None
+    with _faults_of(path), Image.open(path) as image:
+        image.load()
+        orientation = image.getexif().get(_ORIENTATION, 1)
+        if orientation not in (0, 1):
+            mended.append(("image_exif_rotated", f"EXIF orientation {orientation} applied"))
+            image = ImageOps.exif_transpose(image)
+        if image.mode != "RGB":
+            mended.append(("image_mode", f"{image.mode} converted to RGB"))
+        return _to_rgb(image), mended
 
 
 def read_image(path: str | Path) -> np.ndarray:

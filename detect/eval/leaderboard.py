@@ -109,9 +109,9 @@ def _markdown(rows: list[dict[str, Any]], sweep_dir: Path, chart: Path | None) -
 
 
 def _chart(rows: list[dict[str, Any]], path: Path) -> Path | None:
-    from detect.tasks.charts import _pyplot
+    from detect.tasks.charts import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     done = [row for row in rows if _number(row.get("bbox/AP")) is not None]
     if plt is None or not done:
         return None
@@ -138,10 +138,7 @@ def _chart(rows: list[dict[str, Any]], path: Path) -> Path | None:
         axis.set(xscale="log", xlabel=label, ylabel="bbox AP")
         axis.grid(True, which="both", alpha=0.3)
         axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def build_leaderboard(sweep_dir: str | Path) -> list[dict[str, Any]]:

@@ -6,12 +6,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-__all__ = ["accuracy_chart", "speed_chart"]
+__all__ = ["accuracy_chart", "pyplot", "save_figure", "speed_chart"]
 
 log = logging.getLogger(__name__)
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend, or ``None`` (with a warning) when it is not installed."""
     try:
         import matplotlib
 
@@ -23,9 +24,20 @@ def _pyplot() -> Any:
     return plt
 
 
+def save_figure(figure: Any, path: Path, dpi: int = 110) -> Path:
+    """Lay out, write and close a figure."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=dpi)
+    plt.close(figure)
+    return path
+
+
 def speed_chart(rows: list[dict[str, Any]], path: Path) -> Path | None:
     """Predict latency against GFLOPs, one marker per backbone x neck, one panel per image size."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None or not rows:
         return None
     sizes = sorted({row["size"] for row in rows})
@@ -45,11 +57,7 @@ def speed_chart(rows: list[dict[str, Any]], path: Path) -> Path | None:
         axis.set_title(f"{size} px")
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(title="neck")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def accuracy_chart(
@@ -60,7 +68,7 @@ def accuracy_chart(
     Jobs are matched to benchmark rows by backbone, neck and head; the latency is the one at the
     largest benchmarked size not above the job's training size (the smallest size otherwise).
     """
-    plt = _pyplot()
+    plt = pyplot()
     points = []
     for job in sweep_rows:
         choices = job.get("choices") or {}
@@ -81,11 +89,7 @@ def accuracy_chart(
         axis.annotate(label, (x, y), fontsize=8)
     axis.set(xscale="log", xlabel="predict latency, batch 1 (ms)", ylabel=metric)
     axis.grid(True, which="both", alpha=0.3)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def _size(row: dict[str, Any]) -> int:

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from detect.data.doctor import KINDS, DataError, FaultLog, check_coco, read_coco_json
 from detect.data.images import ImageFault, decode_image
-from detect.tasks.charts import _pyplot
+from detect.tasks.charts import pyplot, save_figure
 
 __all__ = ["SplitReport", "check_data", "check_split"]
 
@@ -119,7 +119,7 @@ def check_split(
 
 
 def _plots(reports: list[SplitReport], output_dir: Path) -> list[Path]:
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
         return []
     written = []
@@ -133,10 +133,7 @@ def _plots(reports: list[SplitReport], output_dir: Path) -> list[Path]:
     axis.set_xlabel("objects")
     axis.set_title("objects per class")
     axis.legend()
-    figure.tight_layout()
-    written.append(output_dir / "objects_per_class.png")
-    figure.savefig(written[-1], dpi=100)
-    plt.close(figure)
+    written.append(save_figure(figure, output_dir / "objects_per_class.png", dpi=100))
     figure, (sides, aspects) = plt.subplots(1, 2, figsize=(12, 4.5))
     for report in reports:
         if report.box_sides:
@@ -151,10 +148,7 @@ def _plots(reports: list[SplitReport], output_dir: Path) -> list[Path]:
     for axis in (sides, aspects):
         axis.set_ylabel("boxes")
         axis.legend()
-    figure.tight_layout()
-    written.append(output_dir / "box_sizes.png")
-    figure.savefig(written[-1], dpi=100)
-    plt.close(figure)
+    written.append(save_figure(figure, output_dir / "box_sizes.png", dpi=100))
     return written
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import statistics
 import time
 import warnings
 from pathlib import Path
@@ -91,20 +92,16 @@ def _model_cost(task: DetectionTask, ckpt_path: Path, image_size: int) -> tuple[
     from torch.utils.flop_counter import FlopCounterMode
 
     from detect.inference import load
+    from detect.tasks.benchmark import time_call
 
     images = torch.zeros(1, 3, image_size, image_size, dtype=torch.uint8)
     model = task.model.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(images)
     predictor = load(ckpt_path)
-    seconds = []
-    for i in range(13):
-        start = time.perf_counter()
-        predictor.infer(images)
-        if i >= 3:
-            seconds.append(time.perf_counter() - start)
+    seconds = time_call(lambda: predictor.infer(images), warmup=3, runs=10, min_seconds=0.0)
     return {"gflops": round(counter.get_total_flops() / 1e9, 3)}, {
-        "predict_ms": round(1000 * sorted(seconds)[len(seconds) // 2], 2)
+        "predict_ms": round(1000 * statistics.median(seconds), 2)
     }
 
 
