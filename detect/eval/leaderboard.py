@@ -57,13 +57,15 @@ def _rows(sweep_dir: Path) -> list[dict[str, Any]]:
         job_dir = hydra_dir.parent
         if job_dir == sweep_dir or str(job_dir) in finished:
             continue
+        error = job_dir / "error.txt"  # written by a sweep job that failed (detect.utils.run_cli)
         rows.append(
             {
                 "job": job_dir.name,
                 "folder": str(job_dir),
                 "overrides": " ".join(job_overrides(job_dir)),
                 **job_config(job_dir),
-                "status": "unfinished",
+                "status": "failed" if error.is_file() else "unfinished",
+                "error": error.read_text().strip() if error.is_file() else "",
             }
         )
     for row in rows:
@@ -95,7 +97,9 @@ def _markdown(rows: list[dict[str, Any]], sweep_dir: Path, chart: Path | None) -
             cells.append(
                 "-" if value is None or value < 0 else f"{value:.3f}" if key.count("/") else f"{value:g}"
             )
-        status = "" if row["status"] == "done" else " (unfinished)"
+        status = {"done": "", "failed": f" (failed: {row.get('error', '')})"}.get(
+            row["status"], " (unfinished)"
+        )
         lines.append(
             f"| {rank} | {link}{status} | {row['backbone']} | {row['neck']} | {row['head']} | {varying} | "
             + " | ".join(cells)
@@ -151,7 +155,18 @@ def build_leaderboard(sweep_dir: str | Path) -> list[dict[str, Any]]:
         raise ValueError(f"{sweep_dir} holds no job folders (folders with .hydra/ or metrics.json)")
     chart = _chart(rows, sweep_dir / "pareto.png")
     (sweep_dir / "results.md").write_text(_markdown(rows, sweep_dir, chart))
-    fields = ["rank", "job", "status", "folder", "backbone", "neck", "head", "image_size", "overrides"]
+    fields = [
+        "rank",
+        "job",
+        "status",
+        "error",
+        "folder",
+        "backbone",
+        "neck",
+        "head",
+        "image_size",
+        "overrides",
+    ]
     fields += [key for _, key in COLUMNS]
     with (sweep_dir / "results.csv").open("w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=fields, extrasaction="ignore")

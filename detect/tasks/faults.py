@@ -134,11 +134,12 @@ class NonFiniteGuard(Callback):
         self.skipped = state_dict.get("skipped", 0)
 
 
-def find_last_checkpoint(output_dir: Path) -> Path | None:
-    """The ``last.ckpt`` to resume: this run folder's own, else the newest of its sibling runs."""
+def find_last_checkpoint(output_dir: Path, siblings: bool = True) -> Path | None:
+    """The ``last.ckpt`` to resume: this run folder's own, else (``siblings``) the newest of its
+    sibling runs. A sweep job passes ``siblings=False``: its siblings are other jobs."""
     own = output_dir / "checkpoints" / "last.ckpt"
-    if own.is_file():
-        return own
+    if own.is_file() or not siblings:
+        return own if own.is_file() else None
     siblings = [
         path
         for path in output_dir.parent.glob("*/checkpoints/last.ckpt")

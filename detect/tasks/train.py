@@ -27,8 +27,9 @@ from detect.tasks.callbacks import EpochTimer
 from detect.tasks.checkpoint import warm_start
 from detect.tasks.faults import AtomicCheckpointIO, find_last_checkpoint
 from detect.tasks.module import DetectionTask
+from detect.utils import in_multirun as _in_multirun
 
-__all__ = ["build_trainer", "train", "write_outputs"]
+__all__ = ["build_trainer", "objective", "train", "write_outputs"]
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,16 @@ def _model_cost(task: DetectionTask, ckpt_path: Path, image_size: int) -> tuple[
     }
 
 
+def objective(metrics: dict[str, float], name: str | None) -> float | None:
+    """The value a search maximizes (``optimized_metric``); None when no search asks for one."""
+    if name is None:
+        return None
+    if name not in metrics:
+        known = ", ".join(k for k in metrics if k.count("/") == 1)
+        raise ValueError(f"optimized_metric={name} is not a metric of this run (it has {known})")
+    return float(metrics[name])
+
+
 def _check_writable(folder: Path) -> None:
     """Fail before training, not at the first checkpoint, when outputs cannot be written."""
     probe = folder / f".write-test-{os.getpid()}"
@@ -127,7 +138,14 @@ def _resume_from(cfg: DictConfig) -> str | None:
     if ckpt_path is None and not cfg.get("resume"):
         return None
     output_dir = Path(cfg.paths.output_dir)
-    found = find_last_checkpoint(output_dir)
+    in_sweep = _in_multirun()
+    found = find_last_checkpoint(output_dir, siblings=not in_sweep)
+    if found is None and in_sweep:
+        # A re-submitted sweep (or a requeued SLURM job): jobs that never checkpointed start afresh.
+        print(
+            f"resume: no checkpoints/last.ckpt in {output_dir} yet; this sweep job starts from the beginning"
+        )
+        return None
     if found is None:
         raise FileNotFoundError(
             f"resume: no checkpoints/last.ckpt in {output_dir} or the other runs in {output_dir.parent} "
@@ -204,6 +222,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     config = OmegaConf.to_container(cfg, resolve=True)
     task = DetectionTask(config=config, categories=categories)
     task.model.check_input_size(cfg.data.image_size, cfg.data.image_size)
+    metric = cfg.get("optimized_metric")
+    if metric is not None and metric.split("/")[0] not in task.iou_types:
+        # Before training, not after: a typo would otherwise cost a whole run.
+        raise ValueError(
+            f"optimized_metric={metric}: this head is evaluated on {', '.join(task.iou_types)} "
+            f"(e.g. optimized_metric={task.iou_types[-1]}/AP)"
+        )
     if cfg.get("init_from"):
         report = warm_start(task.model, cfg.init_from)
         print(f"init_from {cfg.init_from}: {report.summary()}")
