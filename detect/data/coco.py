@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import albumentations as A
@@ -20,10 +22,19 @@ from torch.utils.data import Dataset
 
 from detect.data.doctor import DataError, FaultLog, check_coco, read_coco_json
 from detect.data.images import ImageFault, probe_image, read_image
+from detect.data.index import AnnotationIndex
 from detect.data.transforms import letterbox_params
 from detect.structures import ImageMeta, KeypointInfo, Targets
 
-__all__ = ["CategoryMap", "CocoDetection", "Sample", "load_coco", "read_image", "segmentation_to_mask"]
+__all__ = [
+    "CategoryMap",
+    "CocoDetection",
+    "Sample",
+    "cache_fits",
+    "load_coco",
+    "read_image",
+    "segmentation_to_mask",
+]
 
 
 log = logging.getLogger(__name__)
@@ -99,11 +110,24 @@ def load_coco(ann_file: str | Path, faults: FaultLog | None = None) -> COCO:
     """
     content = read_coco_json(ann_file)
     clean, _ = check_coco(content, str(ann_file), faults)
+    return _coco_from(clean)
+
+
+def _coco_from(content: dict) -> COCO:
     coco = COCO()
-    coco.dataset = clean
+    coco.dataset = content
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
+
+
+def cache_fits(widths: np.ndarray, heights: np.ndarray, budget: float | None = None) -> bool:
+    """Whether the decoded images (3 bytes a pixel) fit the cache budget: a quarter of the
+    machine's memory, at most 8 GiB. COCO train2017 (~110 GB decoded) does not; the shapes set does."""
+    if budget is None:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        budget = min(memory / 4, 8 * 2**30)
+    return float(np.sum(widths.astype(np.float64) * heights * 3)) <= budget
 
 
 def segmentation_to_mask(segmentation: list | dict, height: int, width: int) -> np.ndarray:
@@ -120,11 +144,15 @@ def segmentation_to_mask(segmentation: list | dict, height: int, width: int) -> 
 class CocoDetection(Dataset):
     """Images and boxes of one COCO json, checked by the data doctor on the way in.
 
-    The json is checked as a whole when the dataset is built (:func:`load_coco`), each image's
+    The json is checked as a whole when the dataset is built (as :func:`load_coco` does), each image's
     header too (missing, empty, not an image, EXIF orientation, mode, size against the json);
     a file truncated or corrupt past its header is found when it is first decoded, then skipped
     and named (``__getitem__`` returns ``None``, which :func:`detect.data.collate.collate` drops).
     One warning per fault kind names the count and the first ids.
+
+    Annotations are held in flat arrays (:class:`~detect.data.index.AnnotationIndex`), so that
+    loader workers share them instead of copying them; pycocotools' ``COCO`` of the clean json
+    (``.coco``, for the evaluator) is built on first use.
 
     Args:
         ann_file: COCO instances json.
@@ -133,11 +161,13 @@ class CocoDetection(Dataset):
         image_size: the side the pipeline letterboxes to (to record how to map predictions back).
         categories: class map to use; defaults to the json's own categories, sorted by id.
         missing_images: ``"skip"`` (log and drop images absent or unreadable on disk) or ``"error"``.
-        cache_images: decode every image once and keep it in memory.
+        cache_images: decode every image once and keep it in memory; ``"auto"``: when they fit in a
+            quarter of the memory (at most 8 GiB), see :func:`cache_fits`.
         hflip: probability of a horizontal flip (keypoints swap sides using their names).
         load_masks: also return instance masks (from polygons or RLE, via pycocotools).
         load_keypoints: also return keypoints (for categories that declare them).
         strict: every skipped image or annotation is an error instead (mends stay mends).
+        keypoint_sigma: OKS sigma for the json's own keypoints (when ``categories`` is not given).
     """
 
     def __init__(
@@ -148,11 +178,12 @@ class CocoDetection(Dataset):
         image_size: int,
         categories: CategoryMap | None = None,
         missing_images: str = "skip",
-        cache_images: bool = False,
+        cache_images: bool | str = False,
         hflip: float = 0.0,
         load_masks: bool = False,
         load_keypoints: bool = False,
         strict: bool = False,
+        keypoint_sigma: float = 0.07,
     ) -> None:
         if missing_images not in ("skip", "error"):
             raise ValueError(f"missing_images must be 'skip' or 'error', got {missing_images!r}")
@@ -162,10 +193,10 @@ class CocoDetection(Dataset):
         self.ann_file = Path(ann_file)
         self.faults = FaultLog(str(self.ann_file))
         self.strict = strict
-        self.coco = load_coco(ann_file, self.faults)
+        clean, _ = check_coco(read_coco_json(ann_file), str(self.ann_file), self.faults)
         if strict:
             self.faults.raise_if_strict()
-        self.categories = categories or CategoryMap.from_coco(self.coco.dataset["categories"])
+        self.categories = categories or CategoryMap.from_coco(clean["categories"], keypoint_sigma)
         self.transform = transform
         self.image_size = image_size
         self.missing_images = missing_images
@@ -173,28 +204,60 @@ class CocoDetection(Dataset):
         self.load_masks = load_masks
         self.load_keypoints = load_keypoints
         self.keypoint_info = self.categories.keypoints
-        self.image_ids = self._check_images(sorted(self.coco.imgs))
+        images = {image["id"]: image for image in clean["images"]}
+        image_ids = self._check_images(sorted(images), images)
         self._index = self.categories._lookup
         self._cache: dict[int, np.ndarray] = {}
         self._unreadable: set[int] = set()
+        self.index = AnnotationIndex.build(clean, image_ids, len(self.keypoint_info or ()))
+        del clean, images  # the arrays hold what is needed; .coco rebuilds the rest on demand
+        if cache_images == "auto":
+            cache_images = cache_fits(self.index.widths, self.index.heights)
+            log.info(
+                "%s: %s decoded images in memory",
+                self.ann_file.name,
+                "caching" if cache_images else "not caching",
+            )
         if cache_images:
-            for image_id in self.image_ids:
+            for position, image_id in enumerate(image_ids):
                 try:
-                    self._cache[image_id] = self._read(image_id)
+                    self._cache[image_id] = self._read(position)
                 except ImageFault as fault:
                     self.faults.add(fault.kind, image_id, f"{fault.path}: {fault.detail}")
-            self.image_ids = [image_id for image_id in self.image_ids if image_id in self._cache]
+            if len(self._cache) < len(image_ids):
+                image_ids = [image_id for image_id in image_ids if image_id in self._cache]
+                self.index = AnnotationIndex.build(
+                    self._clean_json(), image_ids, len(self.keypoint_info or ())
+                )
+        self.image_ids = image_ids
         self.faults.warn(log)
         if strict:
             self.faults.raise_if_strict()
         if not self.image_ids:
-            raise DataError(
-                f"{self.ann_file}: no usable image left ({len(self.coco.imgs)} listed, all skipped)"
-            )
+            raise DataError(f"{self.ann_file}: no usable image left ({self._listed} listed, all skipped)")
 
-    def _check_header(self, image_id: int) -> None:
+    def _clean_json(self) -> dict:
+        """The json as the data doctor cleaned it, with the image sizes read from the files."""
+        clean, _ = check_coco(read_coco_json(self.ann_file), str(self.ann_file), FaultLog(str(self.ann_file)))
+        sizes = dict(
+            zip(self.index.image_ids.tolist(), zip(self.index.widths.tolist(), self.index.heights.tolist()))
+        )
+        for image in clean["images"]:
+            if image["id"] in sizes:
+                image["width"], image["height"] = sizes[image["id"]]
+        return clean
+
+    @cached_property
+    def coco(self) -> COCO:
+        """pycocotools' index of the clean json, for the evaluator: built on first use (in the
+        main process; the loader workers use the arrays)."""
+        return _coco_from(self._clean_json())
+
+    def image_path(self, image_id: int) -> Path:
+        return self.image_dir / self.index.file_name(self.image_ids.index(image_id))
+
+    def _check_header(self, image_id: int, info: dict) -> None:
         """The header only (size, mode, EXIF orientation): cheap enough for every image at load."""
-        info = self.coco.imgs[image_id]
         path = self.image_dir / info["file_name"]
         header = probe_image(path)
         if header.orientation not in (0, 1):
@@ -210,11 +273,12 @@ class CocoDetection(Dataset):
             )
         info["width"], info["height"] = size
 
-    def _check_images(self, image_ids: list[int]) -> list[int]:
+    def _check_images(self, image_ids: list[int], images: dict[int, dict]) -> list[int]:
+        self._listed = len(image_ids)
         kept, bad = [], []
         for image_id in image_ids:
             try:
-                self._check_header(image_id)
+                self._check_header(image_id, images[image_id])
             except ImageFault as fault:
                 self.faults.add(fault.kind, image_id, f"{fault.path}: {fault.detail}")
                 bad.append((image_id, fault))
@@ -228,59 +292,58 @@ class CocoDetection(Dataset):
             )
         return kept
 
-    def _read(self, image_id: int) -> np.ndarray:
-        return read_image(self.image_dir / self.coco.imgs[image_id]["file_name"])
+    def _read(self, position: int) -> np.ndarray:
+        return read_image(self.image_dir / self.index.file_name(position))
 
     def __len__(self) -> int:
-        return len(self.image_ids)
+        return len(self.index)
 
-    def annotations(self, image_id: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-        """Non-crowd boxes ``(N, 4)`` xyxy in original pixels, their contiguous labels ``(N,)`` and annotations."""
-        info = self.coco.imgs[image_id]
-        width, height = info.get("width"), info.get("height")
-        boxes, labels, kept = [], [], []
-        for ann in self.coco.imgToAnns.get(image_id, []):
-            if ann.get("iscrowd", 0) or ann["category_id"] not in self._index:
-                continue
-            x, y, w, h = ann["bbox"]
-            x0, y0, x1, y1 = x, y, x + w, y + h
-            if width and height:
-                x0, x1 = min(max(x0, 0), width), min(max(x1, 0), width)
-                y0, y1 = min(max(y0, 0), height), min(max(y1, 0), height)
-            if x1 - x0 < 1 or y1 - y0 < 1:
-                continue
-            boxes.append((x0, y0, x1, y1))
-            labels.append(self._index[ann["category_id"]])
-            kept.append(ann)
-        return np.asarray(boxes, dtype=np.float32).reshape(-1, 4), np.asarray(labels, dtype=np.int64), kept
+    def annotations(self, position: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Image ``position``'s non-crowd boxes ``(N, 4)`` xyxy in original pixels, their contiguous
+        labels ``(N,)`` and their annotation rows in :attr:`index`."""
+        index = self.index
+        rows = np.arange(index.ann_start[position], index.ann_start[position + 1])
+        known = np.asarray([category in self._index for category in index.category_ids[rows].tolist()], bool)
+        rows = rows[~index.iscrowd[rows] & known.reshape(-1)]
+        x, y, w, h = index.boxes[rows].T
+        boxes = np.stack([x, y, x + w, y + h], axis=1).reshape(-1, 4)
+        width, height = int(index.widths[position]), int(index.heights[position])
+        if width and height:
+            boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
+            boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
+        keep = ((boxes[:, 2] - boxes[:, 0]) >= 1) & ((boxes[:, 3] - boxes[:, 1]) >= 1)
+        rows = rows[keep]
+        labels = np.asarray([self._index[c] for c in index.category_ids[rows].tolist()], np.int64)
+        return boxes[keep].astype(np.float32), labels, rows
 
-    def _masks(self, anns: list[dict], height: int, width: int) -> list[np.ndarray]:
+    def _masks(self, rows: np.ndarray, height: int, width: int) -> list[np.ndarray]:
         masks = []
-        for ann in anns:
-            if ann.get("segmentation"):
-                masks.append(segmentation_to_mask(ann["segmentation"], height, width))
+        for row in rows.tolist():
+            segmentation = self.index.segmentation(row)
+            if segmentation:
+                masks.append(segmentation_to_mask(segmentation, height, width))
             else:  # a box-only annotation: its box is the best mask we have
                 mask = np.zeros((height, width), np.uint8)
-                x, y, w, h = (int(round(v)) for v in ann["bbox"])
+                x, y, w, h = (int(round(v)) for v in self.index.boxes[row].tolist())
                 mask[y : y + h, x : x + w] = 1
                 masks.append(mask)
         return masks
 
-    def _keypoints(self, anns: list[dict]) -> np.ndarray:
+    def _keypoints(self, rows: np.ndarray) -> np.ndarray:
         count = len(self.keypoint_info) if self.keypoint_info else 0
-        keypoints = np.zeros((len(anns), count, 3), np.float32)
-        for i, ann in enumerate(anns):
-            values = ann.get("keypoints")
-            if values and len(values) == 3 * count:
-                keypoints[i] = np.asarray(values, np.float32).reshape(count, 3)
+        keypoints = np.zeros((len(rows), count, 3), np.float32)
+        for i, row in enumerate(rows.tolist()):
+            values = self.index.keypoints_of(row)
+            if values is not None:
+                keypoints[i] = values
         return keypoints
 
-    def __getitem__(self, index: int) -> Sample | None:
-        image_id = self.image_ids[index]
+    def __getitem__(self, position: int) -> Sample | None:
+        image_id = int(self.index.image_ids[position])
         image = self._cache.get(image_id)
         if image is None:
             try:
-                image = self._read(image_id)
+                image = self._read(position)
             except ImageFault as fault:
                 if self.strict or self.missing_images == "error":
                     raise DataError(f"image id {image_id}: {fault} (data.strict=true)") from None
@@ -288,17 +351,17 @@ class CocoDetection(Dataset):
                     self._unreadable.add(image_id)
                     log.warning("skipping image id %d (%s): %s", image_id, fault.kind, fault)
                 return None
-        boxes, labels, anns = self.annotations(image_id)
+        boxes, labels, rows = self.annotations(position)
         height, width = image.shape[:2]
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
         inputs = {"image": image, "bboxes": boxes, "labels": labels, "instances": np.arange(len(boxes))}
-        keypoints = self._keypoints(anns) if self.load_keypoints else None
+        keypoints = self._keypoints(rows) if self.load_keypoints else None
         inputs["keypoints"] = (
             np.zeros((0, 2), np.float32) if keypoints is None else keypoints[..., :2].reshape(-1, 2)
         )
-        if self.load_masks and anns:
-            inputs["masks"] = self._masks(anns, height, width)
+        if self.load_masks and len(rows):
+            inputs["masks"] = self._masks(rows, height, width)
         # Albumentations draws from its own generators, seeded from the OS unless told otherwise:
         # reseeding them from torch's generator per sample makes runs repeat with the seed, gives
         # each loader worker its own stream (torch seeds workers apart) and lets a resumed run
@@ -311,7 +374,7 @@ class CocoDetection(Dataset):
         masks_out = None
         if self.load_masks:
             masks_out = (
-                np.stack(out["masks"])[kept] if anns else np.zeros((0, *image_out.shape[:2]), np.uint8)
+                np.stack(out["masks"])[kept] if len(rows) else np.zeros((0, *image_out.shape[:2]), np.uint8)
             )
         keypoints_out = None
         if keypoints is not None:
@@ -328,13 +391,9 @@ class CocoDetection(Dataset):
             keypoints_out = np.concatenate([keypoints_out, visibility[..., None]], axis=-1)
             keypoints_out[visibility == 0] = 0
         # COCO's area is the segment's; carry its share of the box through any geometric change.
-        fill = np.asarray(
-            [
-                min(ann.get("area", 0.0) / max(ann["bbox"][2] * ann["bbox"][3], 1e-6), 1.0) or 1.0
-                for ann in anns
-            ],
-            np.float32,
-        )[kept]
+        box_areas = self.index.boxes[rows, 2] * self.index.boxes[rows, 3]
+        fill = np.minimum(self.index.areas[rows] / np.maximum(box_areas, 1e-6), 1.0)
+        fill = np.where(fill > 0, fill, 1.0).astype(np.float32)[kept]
         areas = fill * (boxes_out[:, 2] - boxes_out[:, 0]) * (boxes_out[:, 3] - boxes_out[:, 1])
         if self.hflip > 0 and torch.rand(()).item() < self.hflip:
             image_out, boxes_out, masks_out, keypoints_out = self._flip(
@@ -355,7 +414,7 @@ class CocoDetection(Dataset):
                 orig_size=(height, width),
                 scale=scale,
                 offset=offset,
-                file_name=self.coco.imgs[image_id]["file_name"],
+                file_name=self.index.file_name(position),
             ),
         )
 

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from lightning.pytorch.trainer.states import TrainerFn
+from torch.utils.data import DataLoader, Dataset, Subset
 
-from detect.data.coco import CategoryMap, CocoDetection, load_coco
+from detect.data.coco import CategoryMap, CocoDetection
 from detect.data.collate import collate
 from detect.data.synthetic import ShapesConfig, generate_shapes, shapes_ready
 from detect.data.transforms import AugmentConfig, build_transforms
@@ -35,11 +37,15 @@ class CocoDataModule(L.LightningDataModule):
         num_workers: loader worker processes.
         augment: training augmentation settings (``None`` for none).
         missing_images: ``"skip"`` or ``"error"`` for images listed but absent or unreadable.
-        cache_images: decode images once and keep them in memory.
+        cache_images: decode images once and keep them in memory (true / false / ``auto``: when
+            they fit in a quarter of the memory, at most 8 GiB; large sets are decoded by the workers).
         categories: class map to use instead of the training json's (set when evaluating a checkpoint).
         keypoint_sigma: OKS sigma of every keypoint, for datasets other than COCO persons (whose 17
             keypoints get COCO's published sigmas).
         strict: every image or annotation the data doctor would skip stops loading instead.
+        val_subset: validation during training scores this many images, evenly spread over the
+            split (the same ones each time); the final validation and ``tools/eval.py`` score all.
+            ``None``: all, always.
     """
 
     def __init__(
@@ -54,10 +60,11 @@ class CocoDataModule(L.LightningDataModule):
         num_workers: int = 2,
         augment: dict[str, Any] | None = None,
         missing_images: str = "skip",
-        cache_images: bool = False,
+        cache_images: bool | str = "auto",
         categories: list[dict] | None = None,
         keypoint_sigma: float = 0.07,
         strict: bool = False,
+        val_subset: int | None = None,
     ) -> None:
         super().__init__()
         for name, value, least in (
@@ -78,6 +85,9 @@ class CocoDataModule(L.LightningDataModule):
         self.cache_images = cache_images
         self.keypoint_sigma = keypoint_sigma
         self.strict = strict
+        if val_subset is not None and (not isinstance(val_subset, int) or val_subset < 1):
+            raise ValueError(f"data.val_subset must be a positive integer or null, got {val_subset!r}")
+        self.val_subset = val_subset
         self._categories = CategoryMap.from_list(categories) if categories else None
         self.train_set: CocoDetection | None = None
         self.val_set: CocoDetection | None = None
@@ -93,22 +103,35 @@ class CocoDataModule(L.LightningDataModule):
     def categories(self) -> CategoryMap:
         """The class map: the given one, else the training json's, else the validation json's."""
         if self._categories is None:
-            source = self.train_ann or self.val_ann
-            if source is None:
+            # The json is read once: the split that defines the classes is loaded now.
+            if self.train_ann:
+                self.train_set = self._dataset(self.train_ann, self.train_images, self.augment, "train", None)
+                self._categories = self.train_set.categories
+            elif self.val_ann:
+                self.val_set = self._dataset(self.val_ann, self.val_images, None, "val", None)
+                self._categories = self.val_set.categories
+            else:
                 raise ValueError("set data.train_ann or data.val_ann")
-            self._categories = CategoryMap.from_coco(
-                load_coco(source).dataset["categories"], self.keypoint_sigma
-            )
         return self._categories
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_set is None:
-            self.train_set = self._dataset(self.train_ann, self.train_images, self.augment, "train")
+            self.train_set = self._dataset(
+                self.train_ann, self.train_images, self.augment, "train", self.categories
+            )
         if stage in (None, "fit", "validate") and self.val_set is None:
-            self.val_set = self._dataset(self.val_ann, self.val_images, None, "val")
+            self.val_set = self._dataset(self.val_ann, self.val_images, None, "val", self.categories)
+        for dataset in (self.train_set, self.val_set):
+            if dataset is not None:  # request_targets may come after the set was loaded
+                dataset.load_masks, dataset.load_keypoints = self.load_masks, self.load_keypoints
 
     def _dataset(
-        self, ann: str | None, images: str | None, augment: AugmentConfig | None, split: str
+        self,
+        ann: str | None,
+        images: str | None,
+        augment: AugmentConfig | None,
+        split: str,
+        categories: CategoryMap | None,
     ) -> CocoDetection:
         if not ann or not images:
             raise ValueError(f"set data.{split}_ann and data.{split}_images")
@@ -117,7 +140,8 @@ class CocoDataModule(L.LightningDataModule):
             images,
             build_transforms(self.image_size, augment),
             self.image_size,
-            categories=self.categories,
+            categories=categories,
+            keypoint_sigma=self.keypoint_sigma,
             missing_images=self.missing_images,
             cache_images=self.cache_images,
             hflip=augment.hflip if augment is not None else 0.0,
@@ -143,8 +167,20 @@ class CocoDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
+        dataset: Dataset = self.val_set
+        fitting = self.trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+        if fitting and self.val_subset is not None and self.val_subset < len(self.val_set):
+            # Evenly spaced, so that every part of a sorted split is represented, and fixed, so
+            # that validations compare.
+            picks = np.linspace(0, len(self.val_set) - 1, self.val_subset).round().astype(int)
+            dataset = Subset(self.val_set, picks.tolist())
+            log.info(
+                "validation during training: %d of %d images (data.val_subset)",
+                len(dataset),
+                len(self.val_set),
+            )
         return DataLoader(
-            self.val_set,
+            dataset,
             batch_size=self.val_batch_size,
             shuffle=False,
             num_workers=self.num_workers,

@@ -193,6 +193,9 @@ def read_coco_json(path: str | Path) -> dict:
     return content
 
 
+_PLAIN_NUMBERS = (int, float)
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -200,7 +203,11 @@ def _is_int(value: Any) -> bool:
 def _numbers(values: Any) -> list[float] | None:
     if not isinstance(values, (list, tuple)):
         return None
-    if not all(isinstance(v, Real) and not isinstance(v, bool) for v in values):
+    # json gives int and float: checked by exact type first, since an ABC check (Real) per
+    # coordinate made the doctor a minute long on COCO train2017's 860k annotations.
+    if not all(type(v) in _PLAIN_NUMBERS for v in values) and not all(
+        isinstance(v, Real) and not isinstance(v, bool) for v in values
+    ):
         return None
     return [float(v) for v in values]
 
@@ -302,7 +309,8 @@ def _polygons_ok(segmentation: list) -> bool:
         return False
     for polygon in segmentation:
         values = _numbers(polygon)
-        if values is None or len(values) < 6 or len(values) % 2 or not all(math.isfinite(v) for v in values):
+        # The sum is finite exactly when every value is (one C loop instead of one call each).
+        if values is None or len(values) < 6 or len(values) % 2 or not math.isfinite(sum(values)):
             return False
     return True
 

@@ -186,9 +186,9 @@ def _draw_samples(task: DetectionTask, datamodule: Any, output_dir: Path, count:
         by_image.setdefault(result["image_id"], []).append(result)
     drawn_ids = [image_id for image_id in dataset.image_ids if image_id in task.evaluator.seen][:count]
     for image_id in drawn_ids:
-        info = dataset.coco.imgs[image_id]
+        path = dataset.image_path(image_id)
         try:
-            image = read_image(dataset.image_dir / info["file_name"])
+            image = read_image(path)
         except ImageFault as fault:  # named when validation skipped it
             log.debug("not drawn: %s", fault)
             continue
@@ -200,9 +200,7 @@ def _draw_samples(task: DetectionTask, datamodule: Any, output_dir: Path, count:
             skeleton=task.skeleton,
             keypoint_labels=task.keypoint_labels,
         )
-        Image.fromarray(np.ascontiguousarray(drawn)).save(
-            folder / Path(info["file_name"]).with_suffix(".jpg").name
-        )
+        Image.fromarray(np.ascontiguousarray(drawn)).save(folder / path.with_suffix(".jpg").name)
     return folder
 
 
