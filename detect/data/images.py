@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageFault", "ImageHeader", "decode_image", "probe_image", "read_image"]
+__all__ = ["ImageFault", "ImageHeader", "decode_bytes", "decode_image", "probe_image", "read_image"]
 
 _ORIENTATION = 0x0112
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -65,6 +67,8 @@ def _faults_of(path: Path) -> Iterator[None]:
     """PIL's errors on ``path`` as :class:`ImageFault` (not an image; truncated or corrupt)."""
     try:
         yield
+    except ImageFault:
+        raise
     except UnidentifiedImageError:
         raise ImageFault("image_not_image", path, "not an image file PIL can identify") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
@@ -98,8 +102,19 @@ def decode_image(path: str | Path) -> tuple[np.ndarray, list[tuple[str, str]]]:
     """
     path = Path(path)
     _check_file(path)
+    return _decode(path, path)
+
+
+def _decode(source: Path | BinaryIO, name: Path, max_pixels: int | None = None) -> tuple[np.ndarray, list]:
     mended: list[tuple[str, str]] = []
-    with _faults_of(path), Image.open(path) as image:
+    with _faults_of(name), Image.open(source) as image:
+        if max_pixels is not None and image.width * image.height > max_pixels:
+            # Checked on the header, before a decompression bomb is expanded.
+            raise ImageFault(
+                "image_too_large",
+                name,
+                f"{image.width}x{image.height} pixels, over the limit of {max_pixels:,}",
+            )
         image.load()
         orientation = image.getexif().get(_ORIENTATION, 1)
         if orientation not in (0, 1):
@@ -108,6 +123,18 @@ def decode_image(path: str | Path) -> tuple[np.ndarray, list[tuple[str, str]]]:
         if image.mode != "RGB":
             mended.append(("image_mode", f"{image.mode} converted to RGB"))
         return _to_rgb(image), mended
+
+
+def decode_bytes(data: bytes, name: str = "upload", max_pixels: int | None = None) -> np.ndarray:
+    """An encoded image held in memory (an upload) to ``(H, W, 3)`` uint8 RGB, as :func:`decode_image`.
+
+    Raises:
+        ImageFault: empty, not an image, truncated or corrupt, or (``image_too_large``) more than
+            ``max_pixels`` pixels according to its header.
+    """
+    if not data:
+        raise ImageFault("image_empty", Path(name), "empty file (0 bytes)")
+    return _decode(io.BytesIO(data), Path(name), max_pixels)[0]
 
 
 def read_image(path: str | Path) -> np.ndarray:

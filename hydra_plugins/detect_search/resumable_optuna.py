@@ -19,9 +19,11 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from hydra.core.utils import JobReturn, JobStatus
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
@@ -74,12 +76,26 @@ class _ResumableImpl(OptunaSweeperImpl):
                 continue  # already queued (by an earlier recovery), asked for first
             study._storage.set_trial_user_attr(trial._trial_id, "error", _INTERRUPTED)
             study.tell(trial.number, state=TrialState.FAIL)
-            study.enqueue_trial(trial.params)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.enqueue_trial(trial.params)
             log.warning("trial %d was interrupted: failed, and its parameters queued again", trial.number)
         return sum(
             trial.user_attrs.get("error") != _INTERRUPTED
             for trial in study.get_trials(deepcopy=False, states=_FINISHED)
         )
+
+    def _reseed(self, offset: int) -> None:
+        """Move a seeded sampler's generator on by the trials already in the study: restarted with
+        its configured seed, it would draw the first trials' parameters again."""
+        seed = OmegaConf.select(self.config, "hydra.sweeper.sampler.seed")
+        generator = np.random.RandomState(None if seed is None else int(seed) + offset)
+        # Optuna 2.10 keeps the generators in private attributes; reseed_rng() would draw an OS seed.
+        for sampler in (self.sampler, getattr(self.sampler, "_random_sampler", None)):
+            if sampler is not None and hasattr(sampler, "_rng"):
+                sampler._rng = generator
+        if not hasattr(self.sampler, "_rng"):
+            self.sampler.reseed_rng()
 
     def sweep(self, arguments: list[str]) -> None:
         assert self.config is not None and self.launcher is not None
@@ -104,6 +120,8 @@ class _ResumableImpl(OptunaSweeperImpl):
             load_if_exists=True,
         )
         finished = self._recover(study)
+        if study.trials:
+            self._reseed(len(study.trials))
         to_go = max(0, self.n_trials - finished)
         log.info(
             "study %r in %s: %d of %d trials finished, %d to run",

@@ -38,11 +38,18 @@ def _command(shapes: Path, out: Path, *extra: str) -> list[str]:
 def test_coco_defaults_suit_a_long_run() -> None:
     cfg = compose_config(["data=coco"])
     assert cfg.trainer.check_val_every_n_epoch == 5 and cfg.data.val_subset == 1000
-    assert cfg.callbacks.best_checkpoint.monitor == "val/bbox_AP" and cfg.callbacks.best_checkpoint.mode == "max"
-    assert cfg.callbacks.early_stopping.monitor == "val/bbox_AP" and cfg.callbacks.early_stopping.patience == 4
+    assert (
+        cfg.callbacks.best_checkpoint.monitor == "val/bbox_AP" and cfg.callbacks.best_checkpoint.mode == "max"
+    )
+    assert (
+        cfg.callbacks.early_stopping.monitor == "val/bbox_AP" and cfg.callbacks.early_stopping.patience == 4
+    )
     assert cfg.data.cache_images == "auto"
     # The command line still wins, and the embedded set keeps its short-run defaults.
-    assert compose_config(["data=coco", "trainer.check_val_every_n_epoch=2"]).trainer.check_val_every_n_epoch == 2
+    assert (
+        compose_config(["data=coco", "trainer.check_val_every_n_epoch=2"]).trainer.check_val_every_n_epoch
+        == 2
+    )
     shapes = compose_config([])
     assert shapes.trainer.check_val_every_n_epoch == 100 and "early_stopping" not in shapes.callbacks
 
@@ -63,7 +70,9 @@ def test_periodic_validation_keeps_the_best_checkpoint(tiny_shapes: Path, tmp_pa
     assert result.returncode == 0, result.stderr[-3000:]
     best = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
     last = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    callback = next(v for k, v in best["callbacks"].items() if k.startswith("ModelCheckpoint{'monitor': 'val/bbox_AP'"))
+    callback = next(
+        v for k, v in best["callbacks"].items() if k.startswith("ModelCheckpoint{'monitor': 'val/bbox_AP'")
+    )
     assert callback["best_model_path"].endswith("best.ckpt")
     # Early stopping after the third validation (the first sets the score, two more without a
     # 0.5 AP gain): 3 of the 4 epochs trained.
@@ -99,7 +108,13 @@ def test_wandb_and_mlflow_loggers_offline(tiny_shapes: Path, tmp_path: Path) -> 
     mlflow_out = tmp_path / "mlflow_run"
     store = f"sqlite:///{tmp_path}/mlflow.db"
     result = subprocess.run(
-        _command(tiny_shapes, mlflow_out, "trainer.max_epochs=1", "logger=mlflow", f"logger.mlflow.tracking_uri={store}"),
+        _command(
+            tiny_shapes,
+            mlflow_out,
+            "trainer.max_epochs=1",
+            "logger=mlflow",
+            f"logger.mlflow.tracking_uri={store}",
+        ),
         capture_output=True,
         text=True,
     )
@@ -111,5 +126,7 @@ def test_wandb_and_mlflow_loggers_offline(tiny_shapes: Path, tmp_path: Path) -> 
     (run,) = client.search_runs([experiment.experiment_id])
     final = json.loads((mlflow_out / "metrics.json").read_text())["bbox/AP"]
     assert run.data.metrics["bbox/AP"] == pytest.approx(final)
-    assert run.data.metrics["val/bbox_AP"] == pytest.approx(final) and "train/epoch_seconds" in run.data.metrics
+    assert (
+        run.data.metrics["val/bbox_AP"] == pytest.approx(final) and "train/epoch_seconds" in run.data.metrics
+    )
     assert float(run.data.params["config/optim/lr"]) == 0.002  # the whole config, as parameters
