@@ -119,6 +119,8 @@ def _chart(rows: list[dict[str, Any]], path: Path) -> Path | None:
     done = [row for row in rows if _number(row.get("bbox/AP")) is not None]
     if plt is None or not done:
         return None
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
     figure, axes = plt.subplots(1, 2, figsize=(13, 5.5))
     for axis, (key, label) in zip(
         axes, (("predict_ms", "predict latency, batch 1 (ms)"), ("params_M", "parameters (M)"))
@@ -140,6 +142,10 @@ def _chart(rows: list[dict[str, Any]], path: Path) -> Path | None:
         for row, (x, y) in zip(usable, points):
             axis.annotate(f"{row['job']}: {row['backbone']}/{row['neck']}", (x, y), fontsize=7)
         axis.set(xscale="log", xlabel=label, ylabel="bbox AP")
+        # Plain numbers on the log axis: over a narrow range matplotlib labels every minor tick
+        # in scientific notation, one over the other.
+        axis.xaxis.set_major_formatter(ScalarFormatter())
+        axis.xaxis.set_minor_formatter(NullFormatter())
         axis.grid(True, which="both", alpha=0.3)
         axis.legend()
     return save_figure(figure, path)

@@ -58,6 +58,17 @@ def _curves_png(run: Run) -> bytes:
     return buffer.getvalue()
 
 
+def _number(value: Any) -> str:
+    """A leaderboard cell: metrics to 3 decimals, other numbers as they are, text unchanged."""
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return value  # ranks, job numbers
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "" if value is None else str(value)
+    return f"{number:.3f}" if abs(number) < 1 else f"{number:g}"
+
+
 class _Models:
     """One loaded predictor per run, loaded on first use; one prediction at a time per model."""
 
@@ -82,6 +93,7 @@ def create_web_app(roots: list[str | Path]) -> FastAPI:
     roots = [Path(root) for root in roots]
     app = FastAPI(title="detect runs")
     templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.filters["num"] = _number
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     models = _Models()
 
