@@ -141,11 +141,14 @@ def _chart(rows: list[dict[str, Any]], path: Path) -> Path | None:
         )
         for row, (x, y) in zip(usable, points):
             axis.annotate(f"{row['job']}: {row['backbone']}/{row['neck']}", (x, y), fontsize=7)
-        axis.set(xscale="log", xlabel=label, ylabel="bbox AP")
-        # Plain numbers on the log axis: over a narrow range matplotlib labels every minor tick
-        # in scientific notation, one over the other.
-        axis.xaxis.set_major_formatter(ScalarFormatter())
-        axis.xaxis.set_minor_formatter(NullFormatter())
+        xs = [p[0] for p in points]
+        # A log axis when the costs span a decade or more; over a narrow range it has no major
+        # tick to label (and labels its minor ticks on top of each other).
+        wide = min(xs) > 0 and max(xs) / min(xs) >= 10
+        axis.set(xscale="log" if wide else "linear", xlabel=label, ylabel="bbox AP")
+        if wide:
+            axis.xaxis.set_major_formatter(ScalarFormatter())
+            axis.xaxis.set_minor_formatter(NullFormatter())
         axis.grid(True, which="both", alpha=0.3)
         axis.legend()
     return save_figure(figure, path)

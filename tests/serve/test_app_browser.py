@@ -58,7 +58,7 @@ def runs_root(tiny_shapes: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
         "data.batch_size=4",
         "data.num_workers=0",
         "num_visualizations=3",
-        "trainer.max_epochs=3",
+        "trainer.max_epochs=1",
         "trainer.enable_progress_bar=false",
         "optim.lr=0.004",
         "neck=pan,fpn",

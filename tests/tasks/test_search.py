@@ -101,7 +101,7 @@ def test_failed_trials_are_recorded_and_the_search_goes_on(tiny_shapes: Path, tm
 def test_a_killed_search_resumes_from_its_database(tiny_shapes: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "search"
     conf = _search_conf(tmp_path, n_trials=3, sizes='"128"')
-    command = _command(tiny_shapes, conf, sweep, epochs=3)
+    command = _command(tiny_shapes, conf, sweep, epochs=2)
     process = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
     )
