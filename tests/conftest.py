@@ -37,19 +37,26 @@ def tiny_shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_shapes(root, ShapesConfig(num_train=24, num_val=8, image_size=128, seed=3))
 
 
+def tiny_data(shapes_root: Path) -> list[str]:
+    """Overrides that train and validate on a generated shapes set at 128 px, in the main process."""
+    return [
+        "data=coco",
+        f"data.train_ann={shapes_root}/annotations/instances_train.json",
+        f"data.train_images={shapes_root}/images/train",
+        f"data.val_ann={shapes_root}/annotations/instances_val.json",
+        f"data.val_images={shapes_root}/images/val",
+        "data.image_size=128",
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "data.cache_images=true",
+    ]
+
+
 def tiny_train_config(shapes_root: Path, output_dir: Path, extra: list[str] | None = None) -> DictConfig:
     """A training config on a generated shapes set at 128 px, writing to ``output_dir``."""
     cfg = compose_config(
         [
-            "data=coco",
-            f"data.train_ann={shapes_root}/annotations/instances_train.json",
-            f"data.train_images={shapes_root}/images/train",
-            f"data.val_ann={shapes_root}/annotations/instances_val.json",
-            f"data.val_images={shapes_root}/images/val",
-            "data.image_size=128",
-            "data.batch_size=4",
-            "data.num_workers=0",
-            "data.cache_images=true",
+            *tiny_data(shapes_root),
             "logger={}",
             "num_visualizations=2",
             *(extra or []),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, SHARED
+from tests.conftest import REPO, SHARED, tiny_data
 
 uvicorn = pytest.importorskip("uvicorn")
 webdriver = pytest.importorskip("selenium.webdriver")
@@ -49,14 +49,7 @@ def runs_root(tiny_shapes: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
         str(REPO / "tools" / "train.py"),
         "-m",
         f"hydra.sweep.dir={root}/sweep",
-        "data=coco",
-        f"data.train_ann={tiny_shapes}/annotations/instances_train.json",
-        f"data.train_images={tiny_shapes}/images/train",
-        f"data.val_ann={tiny_shapes}/annotations/instances_val.json",
-        f"data.val_images={tiny_shapes}/images/val",
-        "data.image_size=128",
-        "data.batch_size=4",
-        "data.num_workers=0",
+        *tiny_data(tiny_shapes),
         "num_visualizations=3",
         "trainer.max_epochs=1",
         "trainer.enable_progress_bar=false",

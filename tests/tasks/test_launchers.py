@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import REPO, compose_config
+from tests.conftest import REPO, compose_config, tiny_data
 
 submitit = pytest.importorskip("submitit")
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
@@ -70,14 +70,7 @@ def test_submitit_local_runs_a_sweep(tiny_shapes: Path, tmp_path: Path) -> None:
         "hydra/launcher=submitit_local",
         "hydra.launcher.timeout_min=10",
         f"hydra.sweep.dir={sweep}",
-        "data=coco",
-        f"data.train_ann={tiny_shapes}/annotations/instances_train.json",
-        f"data.train_images={tiny_shapes}/images/train",
-        f"data.val_ann={tiny_shapes}/annotations/instances_val.json",
-        f"data.val_images={tiny_shapes}/images/val",
-        "data.image_size=128",
-        "data.batch_size=4",
-        "data.num_workers=0",
+        *tiny_data(tiny_shapes),
         "num_visualizations=0",
         "measure_cost=false",
         "trainer.max_epochs=1",

@@ -12,21 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, compose_config
+from tests.conftest import REPO, compose_config, tiny_data
 
 
 def _command(shapes: Path, out: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
         str(REPO / "tools" / "train.py"),
-        "data=coco",
-        f"data.train_ann={shapes}/annotations/instances_train.json",
-        f"data.train_images={shapes}/images/train",
-        f"data.val_ann={shapes}/annotations/instances_val.json",
-        f"data.val_images={shapes}/images/val",
-        "data.image_size=128",
-        "data.batch_size=4",
-        "data.num_workers=0",
+        *tiny_data(shapes),
         "num_visualizations=0",
         "measure_cost=false",
         "trainer.enable_progress_bar=false",
