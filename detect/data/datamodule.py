@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from detect.data.coco import CategoryMap, CocoDetection
 from detect.data.collate import collate
-from detect.data.synthetic import ShapesConfig, generate_shapes, shapes_ready
+from detect.data.synthetic import ShapesConfig, ensure_shapes
 from detect.data.transforms import AugmentConfig, build_transforms
 from detect.structures import Batch
 
@@ -206,18 +204,4 @@ class ShapesDataModule(CocoDataModule):
         self.prepare_data()
 
     def prepare_data(self) -> None:
-        if shapes_ready(self.root, self.synthetic):
-            return
-        log.info("generating the shapes dataset in %s (once)", self.root)
-        # Written aside and renamed into place, so concurrent jobs (sweeps, DDP ranks) never read half a set.
-        staging = self.root.with_name(f".{self.root.name}.tmp-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        generate_shapes(staging, self.synthetic)
-        if self.root.exists() and not shapes_ready(self.root, self.synthetic):
-            shutil.rmtree(self.root)
-        try:
-            staging.rename(self.root)
-        except OSError:
-            if not shapes_ready(self.root, self.synthetic):
-                raise
-            shutil.rmtree(staging, ignore_errors=True)
+        ensure_shapes(self.root, self.synthetic)
