@@ -125,6 +125,12 @@ def _read(path: Path) -> dict[str, Any]:
             f"{path} holds weights but no detect config and class map; "
             "use init_from= or backbone.weights= to start a run from it"
         )
+    target = str((hparams["config"].get("model") or {}).get("_target_", ""))
+    if target.endswith("Classifier"):
+        raise CheckpointError(
+            f"{path} is a classifier (head=classify), not a detector: start a detector from it with "
+            f"init_from={path}"
+        )
     written = contents.get("detect", {})
     if int(written.get("format", 1)) > CHECKPOINT_FORMAT:
         raise CheckpointError(

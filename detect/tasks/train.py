@@ -210,12 +210,20 @@ def train(cfg: DictConfig) -> dict[str, float]:
     Returns:
         The final validation metrics (flat keys such as ``bbox/AP``).
     """
+    from detect.tasks.classify import is_classifier, train_classifier
+
+    if is_classifier(cfg):
+        return train_classifier(cfg)
     started = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True)
     resume_path = _resume_from(cfg)
     output_dir = Path(cfg.paths.output_dir)
     _check_writable(output_dir)
     datamodule = instantiate(cfg.data)
+    if not hasattr(datamodule, "request_targets"):
+        raise ValueError(
+            f"data={type(datamodule).__name__} is a classification set: train it with head=classify"
+        )
     categories = datamodule.categories.to_list()
     config = OmegaConf.to_container(cfg, resolve=True)
     task = DetectionTask(config=config, categories=categories)

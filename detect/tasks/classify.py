@@ -1,0 +1,155 @@
+"""Classification training (``head=classify``): pre-train a backbone that a detector then starts from.
+
+``python tools/train.py head=classify`` trains on object crops of the shapes set; ``data=folder``
+or ``data=crops`` on the user's data. The checkpoint's ``backbone.*`` tensors are what
+``init_from=`` loads into a detector.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from detect.data.classification import ClassBatch, ClassificationDataModule
+from detect.models.classifier import Classifier
+from detect.tasks.optim import build_optimizer
+
+__all__ = ["ClassificationTask", "is_classifier", "train_classifier"]
+
+
+def is_classifier(cfg: DictConfig) -> bool:
+    """Whether the config trains a :class:`Classifier` (``head=classify``)."""
+    return str(cfg.model.get("_target_", "")).endswith("Classifier")
+
+
+class ClassificationTask(L.LightningModule):
+    """Training and validation (top-1, top-5 and per-class accuracy) of a Classifier.
+
+    Args:
+        config: the resolved training config.
+        categories: ``[{"id", "name"}]`` in label order.
+    """
+
+    def __init__(self, config: dict[str, Any], categories: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.config = OmegaConf.create(config)
+        self.categories = categories
+        self.model: Classifier = instantiate(self.config.model)(num_classes=len(categories))
+        self.memory_format = (
+            torch.channels_last if self.config.get("channels_last", True) else torch.contiguous_format
+        )
+        self.model.to(memory_format=self.memory_format)
+        self.val_metrics: dict[str, float] = {}
+        self._counts = torch.zeros(3, len(categories), dtype=torch.long)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images.contiguous(memory_format=self.memory_format))
+
+    def training_step(self, batch: ClassBatch | None, batch_idx: int) -> torch.Tensor | None:
+        if batch is None:  # every image of the batch was unreadable (each was named)
+            return None
+        losses = self.model.loss(self(batch.images), batch.labels)
+        loss = sum(losses.values())
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        # Per class: images, top-1 hits, top-5 hits.
+        self._counts = torch.zeros(3, len(self.categories), dtype=torch.long, device=self.device)
+
+    def validation_step(self, batch: ClassBatch | None, batch_idx: int) -> None:
+        if batch is None:
+            return
+        logits = self(batch.images)
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        labels = batch.labels
+        ones = torch.ones_like(labels)
+        self._counts[0].index_add_(0, labels, ones)
+        self._counts[1].index_add_(0, labels, (top[:, 0] == labels).long())
+        self._counts[2].index_add_(0, labels, (top == labels[:, None]).any(dim=1).long())
+
+    def on_validation_epoch_end(self) -> None:
+        counts = self.trainer.strategy.reduce(self._counts, reduce_op="sum").long()
+        total = max(int(counts[0].sum()), 1)
+        metrics = {"cls/top1": counts[1].sum().item() / total, "cls/top5": counts[2].sum().item() / total}
+        for category, seen, hits in zip(self.categories, counts[0].tolist(), counts[1].tolist()):
+            metrics[f"cls/acc/{category['name']}"] = hits / seen if seen else float("nan")
+        self.val_metrics = metrics
+        self.log_dict({"cls/top1": metrics["cls/top1"], "cls/top5": metrics["cls/top5"]}, sync_dist=True)
+        self.log("val/top1", metrics["cls/top1"], prog_bar=True, sync_dist=True)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = build_optimizer(self.model, OmegaConf.to_container(self.config.optim, resolve=True))
+        scheduler = instantiate(self.config.sched)(
+            optimizer, total_steps=int(self.trainer.estimated_stepping_batches)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _format(metrics: dict[str, float]) -> str:
+    lines = [f"top-1 {metrics['cls/top1']:.3f}   top-5 {metrics['cls/top5']:.3f}", "per class (top-1):"]
+    for key, value in metrics.items():
+        if key.startswith("cls/acc/"):
+            lines.append(f"  {key.removeprefix('cls/acc/'):<20} {value:.3f}")
+    return "\n".join(lines)
+
+
+def train_classifier(cfg: DictConfig) -> dict[str, float]:
+    """Train and validate a classifier; write ``checkpoints/last.ckpt``, ``metrics.json``, ``timing.json``."""
+    # The detection module's helpers (resume, writability, trainer); imported here, not at the top,
+    # because detect.tasks.train dispatches to this module.
+    from detect.tasks.callbacks import EpochTimer
+    from detect.tasks.checkpoint import warm_start
+    from detect.tasks.train import _check_resumable, _check_writable, _resume_from, build_trainer
+
+    started = time.perf_counter()
+    L.seed_everything(cfg.seed, workers=True)
+    resume_path = _resume_from(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    _check_writable(output_dir)
+    datamodule = instantiate(cfg.data)
+    if not isinstance(datamodule, ClassificationDataModule):
+        raise ValueError(
+            "head=classify trains on class labels: use data=shapes_crops (the default with it), "
+            "data=crops (objects cut from a COCO json) or data=folder (a class-per-folder tree)"
+        )
+    config = OmegaConf.to_container(cfg, resolve=True)
+    task = ClassificationTask(config=config, categories=datamodule.categories)
+    task.model.check_input_size(cfg.data.image_size, cfg.data.image_size)
+    metric = cfg.get("optimized_metric")
+    if metric is not None and not metric.startswith("cls/"):
+        raise ValueError(f"optimized_metric={metric}: a classifier is scored on cls/top1 and cls/top5")
+    if cfg.get("init_from"):
+        report = warm_start(task.model, cfg.init_from)
+        print(f"init_from {cfg.init_from}: {report.summary()}")
+    if resume_path is not None:
+        step = _check_resumable(resume_path, config)
+        print(f"resuming from {resume_path} (step {step}); outputs go to {output_dir}")
+    trainer = build_trainer(cfg)
+    trainer.fit(task, datamodule=datamodule, ckpt_path=resume_path)
+    ckpt_path = output_dir / "checkpoints" / "last.ckpt"
+    trainer.save_checkpoint(ckpt_path)
+    train_seconds = time.perf_counter() - started
+    trainer.validate(task, datamodule=datamodule, verbose=False)
+    metrics = dict(task.val_metrics)
+    if trainer.is_global_zero:
+        timers = [c for c in trainer.callbacks if isinstance(c, EpochTimer)]
+        params = round(sum(p.numel() for p in task.model.parameters()) / 1e6, 3)
+        timing = {**(timers[0].summary() if timers else {}), "train_minutes": round(train_seconds / 60, 2)}
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "metrics.json").write_text(json.dumps({**metrics, "params_M": params}, indent=2))
+        (output_dir / "timing.json").write_text(json.dumps(timing, indent=2))
+        print(
+            f"\n{_format(metrics)}\n\ntrained in {train_seconds / 60:.1f} min\n"
+            f"checkpoint: {ckpt_path}  (a detector starts from it with init_from={ckpt_path})\n"
+            f"metrics:    {output_dir / 'metrics.json'}"
+        )
+    return metrics
