@@ -121,6 +121,9 @@ def _tool(name: str, *overrides: str) -> subprocess.CompletedProcess:
     )
 
 
+# Four tool processes (about 50 s): in the slow part; the fast part keeps the same path through the
+# API (test_exported_file_alone_predicts_like_the_checkpoint) and the CLI's one-line errors.
+@pytest.mark.slow
 def test_cli_export_predict_video_and_eval_on_onnx(
     make_checkpoint, tiny_shapes: Path, tmp_path: Path
 ) -> None:
