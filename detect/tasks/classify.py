@@ -1,15 +1,12 @@
-"""Classification training (``head=classify``): pre-train a backbone that a detector then starts from.
+"""Classification (``head=classify``): pre-train a backbone that a detector then starts from.
 
 ``python tools/train.py head=classify`` trains on object crops of the shapes set; ``data=folder``
-or ``data=crops`` on the user's data. The checkpoint's ``backbone.*`` tensors are what
-``init_from=`` loads into a detector.
+or ``data=crops`` on the user's data. :func:`detect.tasks.train.train` runs it as it runs a
+detector; the checkpoint's ``backbone.*`` tensors are what ``init_from=`` loads into a detector.
 """
 
 from __future__ import annotations
 
-import json
-import time
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -19,9 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from detect.data.classification import ClassBatch, ClassificationDataModule
 from detect.models.classifier import Classifier
-from detect.tasks.optim import build_optimizer
+from detect.tasks.optim import configure_optimization
 
-__all__ = ["ClassificationTask", "is_classifier", "train_classifier"]
+__all__ = ["ClassificationTask", "classification_task", "format_accuracy", "is_classifier"]
 
 
 def is_classifier(cfg: DictConfig) -> bool:
@@ -87,14 +84,11 @@ class ClassificationTask(L.LightningModule):
         self.log("val/top1", metrics["cls/top1"], prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = build_optimizer(self.model, OmegaConf.to_container(self.config.optim, resolve=True))
-        scheduler = instantiate(self.config.sched)(
-            optimizer, total_steps=int(self.trainer.estimated_stepping_batches)
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return configure_optimization(self.model, self.config, int(self.trainer.estimated_stepping_batches))
 
 
-def _format(metrics: dict[str, float]) -> str:
+def format_accuracy(metrics: dict[str, float]) -> str:
+    """Top-1 and top-5, then the top-1 of each class, as printed at the end of a run."""
     lines = [f"top-1 {metrics['cls/top1']:.3f}   top-5 {metrics['cls/top5']:.3f}", "per class (top-1):"]
     for key, value in metrics.items():
         if key.startswith("cls/acc/"):
@@ -102,54 +96,14 @@ def _format(metrics: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def train_classifier(cfg: DictConfig) -> dict[str, float]:
-    """Train and validate a classifier; write ``checkpoints/last.ckpt``, ``metrics.json``, ``timing.json``."""
-    # The detection module's helpers (resume, writability, trainer); imported here, not at the top,
-    # because detect.tasks.train dispatches to this module.
-    from detect.tasks.callbacks import EpochTimer
-    from detect.tasks.checkpoint import warm_start
-    from detect.tasks.train import _check_resumable, _check_writable, _resume_from, build_trainer
-
-    started = time.perf_counter()
-    L.seed_everything(cfg.seed, workers=True)
-    resume_path = _resume_from(cfg)
-    output_dir = Path(cfg.paths.output_dir)
-    _check_writable(output_dir)
-    datamodule = instantiate(cfg.data)
+def classification_task(cfg: DictConfig, datamodule: Any, config: dict[str, Any]) -> ClassificationTask:
+    """The task of a ``head=classify`` run, after checking that its data and metric fit it."""
     if not isinstance(datamodule, ClassificationDataModule):
         raise ValueError(
             "head=classify trains on class labels: use data=shapes_crops (the default with it), "
             "data=crops (objects cut from a COCO json) or data=folder (a class-per-folder tree)"
         )
-    config = OmegaConf.to_container(cfg, resolve=True)
-    task = ClassificationTask(config=config, categories=datamodule.categories)
-    task.model.check_input_size(cfg.data.image_size, cfg.data.image_size)
     metric = cfg.get("optimized_metric")
     if metric is not None and not metric.startswith("cls/"):
         raise ValueError(f"optimized_metric={metric}: a classifier is scored on cls/top1 and cls/top5")
-    if cfg.get("init_from"):
-        report = warm_start(task.model, cfg.init_from)
-        print(f"init_from {cfg.init_from}: {report.summary()}")
-    if resume_path is not None:
-        step = _check_resumable(resume_path, config)
-        print(f"resuming from {resume_path} (step {step}); outputs go to {output_dir}")
-    trainer = build_trainer(cfg)
-    trainer.fit(task, datamodule=datamodule, ckpt_path=resume_path)
-    ckpt_path = output_dir / "checkpoints" / "last.ckpt"
-    trainer.save_checkpoint(ckpt_path)
-    train_seconds = time.perf_counter() - started
-    trainer.validate(task, datamodule=datamodule, verbose=False)
-    metrics = dict(task.val_metrics)
-    if trainer.is_global_zero:
-        timers = [c for c in trainer.callbacks if isinstance(c, EpochTimer)]
-        params = round(sum(p.numel() for p in task.model.parameters()) / 1e6, 3)
-        timing = {**(timers[0].summary() if timers else {}), "train_minutes": round(train_seconds / 60, 2)}
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "metrics.json").write_text(json.dumps({**metrics, "params_M": params}, indent=2))
-        (output_dir / "timing.json").write_text(json.dumps(timing, indent=2))
-        print(
-            f"\n{_format(metrics)}\n\ntrained in {train_seconds / 60:.1f} min\n"
-            f"checkpoint: {ckpt_path}  (a detector starts from it with init_from={ckpt_path})\n"
-            f"metrics:    {output_dir / 'metrics.json'}"
-        )
-    return metrics
+    return ClassificationTask(config=config, categories=datamodule.categories)

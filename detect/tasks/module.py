@@ -16,7 +16,7 @@ from detect.data.coco import CategoryMap
 from detect.eval.coco import CocoEvaluator
 from detect.models.detector import Detector
 from detect.structures import Batch, Detections
-from detect.tasks.optim import build_optimizer
+from detect.tasks.optim import configure_optimization
 
 __all__ = ["DetectionTask"]
 
@@ -125,8 +125,4 @@ class DetectionTask(L.LightningModule):
             self.log(f"val/{iou_type}_AP", summary[f"{iou_type}/AP"], prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = build_optimizer(self.model, OmegaConf.to_container(self.config.optim, resolve=True))
-        scheduler = instantiate(self.config.sched)(
-            optimizer, total_steps=int(self.trainer.estimated_stepping_batches)
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return configure_optimization(self.model, self.config, int(self.trainer.estimated_stepping_batches))

@@ -7,9 +7,10 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-__all__ = ["build_optimizer", "parameter_groups"]
+__all__ = ["build_optimizer", "configure_optimization", "parameter_groups"]
 
 log = logging.getLogger(__name__)
 
@@ -104,3 +105,11 @@ def build_optimizer(model: nn.Module, optim_cfg: dict[str, Any]) -> torch.optim.
         layer_decay=optim_cfg.pop("layer_decay", None),
     )
     return instantiate(optim_cfg)(groups)
+
+
+def configure_optimization(model: nn.Module, config: DictConfig, total_steps: int) -> dict[str, Any]:
+    """What a LightningModule's ``configure_optimizers`` returns: the ``optim`` config's optimizer
+    and the ``sched`` config's scheduler over ``total_steps``, stepped every batch."""
+    optimizer = build_optimizer(model, OmegaConf.to_container(config.optim, resolve=True))
+    scheduler = instantiate(config.sched)(optimizer, total_steps=total_steps)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

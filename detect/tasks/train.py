@@ -25,6 +25,7 @@ from detect.eval.tables import format_metrics
 from detect.inference.visualize import draw_detections
 from detect.tasks.callbacks import EpochTimer
 from detect.tasks.checkpoint import warm_start
+from detect.tasks.classify import classification_task, format_accuracy, is_classifier
 from detect.tasks.faults import AtomicCheckpointIO, find_last_checkpoint
 from detect.tasks.module import DetectionTask
 from detect.utils import in_multirun as _in_multirun
@@ -72,17 +73,18 @@ def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
 def write_outputs(
     output_dir: Path,
     metrics: dict[str, float],
-    results: list[dict],
+    results: list[dict] | None,
     extra: dict[str, Any] | None = None,
     timing: dict[str, float] | None = None,
 ) -> None:
-    """Write ``metrics.json`` (flat keys), ``predictions.json`` (COCO results) and ``timing.json``.
+    """Write ``metrics.json`` (flat keys), ``predictions.json`` (COCO results, unless None) and ``timing.json``.
 
     Wall times go to ``timing.json``, so that two seeded runs write identical ``metrics.json``.
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "metrics.json").write_text(json.dumps({**metrics, **(extra or {})}, indent=2))
-    (output_dir / "predictions.json").write_text(json.dumps(results))
+    if results is not None:
+        (output_dir / "predictions.json").write_text(json.dumps(results))
     if timing:
         (output_dir / "timing.json").write_text(json.dumps(timing, indent=2))
 
@@ -204,30 +206,12 @@ def _draw_samples(task: DetectionTask, datamodule: Any, output_dir: Path, count:
     return folder
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Train, evaluate with pycocotools and write checkpoint, metrics, predictions and drawings.
-
-    Returns:
-        The final validation metrics (flat keys such as ``bbox/AP``).
-    """
-    from detect.tasks.classify import is_classifier, train_classifier
-
-    if is_classifier(cfg):
-        return train_classifier(cfg)
-    started = time.perf_counter()
-    L.seed_everything(cfg.seed, workers=True)
-    resume_path = _resume_from(cfg)
-    output_dir = Path(cfg.paths.output_dir)
-    _check_writable(output_dir)
-    datamodule = instantiate(cfg.data)
+def _detection_task(cfg: DictConfig, datamodule: Any, config: dict[str, Any]) -> DetectionTask:
     if not hasattr(datamodule, "request_targets"):
         raise ValueError(
             f"data={type(datamodule).__name__} is a classification set: train it with head=classify"
         )
-    categories = datamodule.categories.to_list()
-    config = OmegaConf.to_container(cfg, resolve=True)
-    task = DetectionTask(config=config, categories=categories)
-    task.model.check_input_size(cfg.data.image_size, cfg.data.image_size)
+    task = DetectionTask(config=config, categories=datamodule.categories.to_list())
     metric = cfg.get("optimized_metric")
     if metric is not None and metric.split("/")[0] not in task.iou_types:
         # Before training, not after: a typo would otherwise cost a whole run.
@@ -235,11 +219,37 @@ def train(cfg: DictConfig) -> dict[str, float]:
             f"optimized_metric={metric}: this head is evaluated on {', '.join(task.iou_types)} "
             f"(e.g. optimized_metric={task.iou_types[-1]}/AP)"
         )
+    fields = task.model.head.target_fields
+    datamodule.request_targets(masks="masks" in fields, keypoints="keypoints" in fields)
+    return task
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train, evaluate and write checkpoint, metrics and (detectors) predictions and drawings.
+
+    Detectors are scored with pycocotools; ``head=classify`` trains a classifier
+    (:mod:`detect.tasks.classify`), scored by accuracy.
+
+    Returns:
+        The final validation metrics (flat keys such as ``bbox/AP`` or ``cls/top1``).
+    """
+    started = time.perf_counter()
+    L.seed_everything(cfg.seed, workers=True)
+    resume_path = _resume_from(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    _check_writable(output_dir)
+    datamodule = instantiate(cfg.data)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    classifier = is_classifier(cfg)
+    task = (
+        classification_task(cfg, datamodule, config)
+        if classifier
+        else _detection_task(cfg, datamodule, config)
+    )
+    task.model.check_input_size(cfg.data.image_size, cfg.data.image_size)
     if cfg.get("init_from"):
         report = warm_start(task.model, cfg.init_from)
         print(f"init_from {cfg.init_from}: {report.summary()}")
-    fields = task.model.head.target_fields
-    datamodule.request_targets(masks="masks" in fields, keypoints="keypoints" in fields)
     if resume_path is not None:
         step = _check_resumable(resume_path, config)
         print(f"resuming from {resume_path} (step {step}); outputs go to {output_dir}")
@@ -257,23 +267,32 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # Every rank validates (their predictions are gathered); rank 0 writes the outputs.
     trainer.validate(task, datamodule=datamodule, verbose=False)
     metrics = dict(task.val_metrics)
-    if trainer.is_global_zero:
-        timers = [c for c in trainer.callbacks if isinstance(c, EpochTimer)]
-        extra = {"params_M": round(sum(p.numel() for p in task.model.parameters()) / 1e6, 3)}
-        timing = {**(timers[0].summary() if timers else {}), "train_minutes": round(train_seconds / 60, 2)}
-        if cfg.get("measure_cost", True):
-            cost, latency = _model_cost(task, ckpt_path, cfg.data.image_size)
-            extra |= cost
-            timing |= latency
-        write_outputs(output_dir, metrics, task.val_results, extra, timing)
-        drawings = _draw_samples(task, datamodule, output_dir, cfg.get("num_visualizations", 8))
-        for iou_type in task.iou_types:
-            print("\n" + format_metrics(metrics, iou_type))
+    if not trainer.is_global_zero:
+        return metrics
+    timers = [c for c in trainer.callbacks if isinstance(c, EpochTimer)]
+    extra = {"params_M": round(sum(p.numel() for p in task.model.parameters()) / 1e6, 3)}
+    timing = {**(timers[0].summary() if timers else {}), "train_minutes": round(train_seconds / 60, 2)}
+    if classifier:
+        write_outputs(output_dir, metrics, None, extra, timing)
         print(
-            f"\ntrained in {train_seconds / 60:.1f} min\n"
-            f"checkpoint:  {ckpt_path}\n"
-            f"metrics:     {output_dir / 'metrics.json'}\n"
-            f"predictions: {output_dir / 'predictions.json'}\n"
-            f"drawings:    {drawings}"
+            f"\n{format_accuracy(metrics)}\n\ntrained in {train_seconds / 60:.1f} min\n"
+            f"checkpoint: {ckpt_path}  (a detector starts from it with init_from={ckpt_path})\n"
+            f"metrics:    {output_dir / 'metrics.json'}"
         )
+        return metrics
+    if cfg.get("measure_cost", True):
+        cost, latency = _model_cost(task, ckpt_path, cfg.data.image_size)
+        extra |= cost
+        timing |= latency
+    write_outputs(output_dir, metrics, task.val_results, extra, timing)
+    drawings = _draw_samples(task, datamodule, output_dir, cfg.get("num_visualizations", 8))
+    for iou_type in task.iou_types:
+        print("\n" + format_metrics(metrics, iou_type))
+    print(
+        f"\ntrained in {train_seconds / 60:.1f} min\n"
+        f"checkpoint:  {ckpt_path}\n"
+        f"metrics:     {output_dir / 'metrics.json'}\n"
+        f"predictions: {output_dir / 'predictions.json'}\n"
+        f"drawings:    {drawings}"
+    )
     return metrics

@@ -65,8 +65,12 @@ def test_light_parity_matrix(tiny_shapes: Path, head: str) -> None:
     "backbone", ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "vit_t", "convnext_tiny"]
 )
 def test_parity_matrix_per_backbone_family(tiny_shapes: Path, backbone: str) -> None:
+    # detect and pose: the pose refiner reads the backbone's own stride-4 level, the segment head
+    # only the neck's, so segment adds nothing backbone-specific to the graph (it is in the light
+    # matrix above, and every backbone x head cell is in docs/export.md via tools/export_matrix.py).
+    # Each ONNX export takes 10-17 s here: a third head per family cost two minutes of CI.
     cells = parity_matrix(
-        _build, [backbone], _heads(tiny_shapes, ["detect", "segment", "pose"]), LIGHT_FORMATS, image_size=160
+        _build, [backbone], _heads(tiny_shapes, ["detect", "pose"]), LIGHT_FORMATS, image_size=160
     )
     failing = [cell for cell in cells if not cell.passed]
     assert not failing, failing
