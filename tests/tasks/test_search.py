@@ -111,8 +111,12 @@ def test_a_killed_search_resumes_from_its_database(tiny_shapes: Path, tmp_path: 
     while time.monotonic() < deadline and process.poll() is None:
         # Kill while a trial trains, at least trial 0 being finished.
         if database.is_file():
-            with sqlite3.connect(database) as db:
-                states = [row[0] for row in db.execute("SELECT state FROM trials ORDER BY number")]
+            try:
+                with sqlite3.connect(database) as db:
+                    states = [row[0] for row in db.execute("SELECT state FROM trials ORDER BY number")]
+            except sqlite3.OperationalError:
+                # Optuna creates the file before its tables, and may hold a write lock.
+                states = []
             if len(states) >= 2 and states[0] == "COMPLETE" and states[-1] == "RUNNING":
                 if (sweep / str(len(states) - 1) / ".hydra").is_dir():
                     break
