@@ -57,6 +57,27 @@ def steps_to(points: list[tuple[int, float]], target: float) -> int | None:
     return next((step for step, value in points if value >= target), None)
 
 
+def table(records: list[dict]) -> str:
+    """The transfer table of ``docs/transfer.md``, one row per recorded backbone."""
+    rows = [
+        "| backbone | pre-training top-1 | AP scratch | AP pre-trained | AP50 scratch / pre-trained "
+        "| steps to scratch's final AP (scratch / pre-trained) | AP at the first validation "
+        "(scratch / pre-trained) | wall: pre-train / fine-tune |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        scratch, pre = r["scratch"], r["pretrained"]
+        steps = r["steps_to_scratch_final_AP"]
+        first = f"{scratch['curve'][0][1]:.3f} / {pre['curve'][0][1]:.3f} (step {scratch['curve'][0][0]})"
+        rows.append(
+            f"| {r['backbone']} | {r['pretrain']['top1']:.3f} | {scratch['bbox/AP']:.3f} "
+            f"| **{pre['bbox/AP']:.3f}** | {scratch.get('bbox/AP50', float('nan')):.3f} / "
+            f"{pre.get('bbox/AP50', float('nan')):.3f} | {steps['scratch']} / {steps['pretrained']} | {first} "
+            f"| {r['pretrain']['wall_s'] / 60:.1f} / {pre['wall_s'] / 60:.1f} min |"
+        )
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", nargs="+", default=["cspdarknet_n", "resnet18", "vit_t"])
@@ -70,7 +91,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=Path("outputs/transfer"))
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "transfer.json")
+    parser.add_argument("--table", action="store_true", help="print the table of --out and stop")
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(args.out.read_text())))
+        return
     work = args.work.resolve()
     records = json.loads(args.out.read_text()) if args.out.is_file() else []
     finetune_data = [
@@ -105,7 +130,12 @@ def main() -> None:
             run_dir = work / f"finetune-{backbone}-{name}"
             wall = run([f"backbone={backbone}", *finetune_data, *extra], run_dir)
             metrics = json.loads((run_dir / "metrics.json").read_text())
-            runs[name] = {"wall_s": round(wall, 1), "bbox/AP": metrics["bbox/AP"], "curve": curve(run_dir)}
+            runs[name] = {
+                "wall_s": round(wall, 1),
+                "bbox/AP": metrics["bbox/AP"],
+                "bbox/AP50": metrics["bbox/AP50"],
+                "curve": curve(run_dir),
+            }
         target = runs["scratch"]["bbox/AP"]
         record = {
             "backbone": backbone,

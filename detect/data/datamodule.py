@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from detect.data.coco import CategoryMap, CocoDetection
 from detect.data.collate import collate
+from detect.data.mosaic import Mosaic
 from detect.data.synthetic import ShapesConfig, ensure_shapes
 from detect.data.transforms import AugmentConfig, build_transforms
 from detect.structures import Batch
@@ -89,6 +90,10 @@ class CocoDataModule(L.LightningDataModule):
         self._categories = CategoryMap.from_list(categories) if categories else None
         self.train_set: CocoDetection | None = None
         self.val_set: CocoDetection | None = None
+        self._mosaic: Mosaic | None = None
+        if self.augment is not None and self.augment.mosaic > 0:
+            # Checked now: a bad value is a config error, not a failure in the first epoch.
+            Mosaic([], self.augment.mosaic, image_size, self.augment.mosaic_scale)
         self.load_masks = False
         self.load_keypoints = False
 
@@ -153,9 +158,26 @@ class CocoDataModule(L.LightningDataModule):
     ) -> Batch | None:
         return None if batch is None else batch.to(device)
 
+    def set_epoch(self, epoch: int, max_epochs: int | None) -> None:
+        """Mosaics stop for the last ``augment.close_mosaic`` epochs (called at each epoch start)."""
+        if self._mosaic is None:
+            return
+        close = self.augment.close_mosaic
+        on = max_epochs is None or max_epochs < 0 or epoch < max_epochs - close
+        if self._mosaic.enabled and not on:
+            log.info("mosaic off for the last %d epochs (data.augment.close_mosaic)", close)
+        self._mosaic.enable(on)
+
     def train_dataloader(self) -> DataLoader:
+        dataset: Dataset = self.train_set
+        if self.augment is not None and self.augment.mosaic > 0:
+            if self._mosaic is None or self._mosaic.dataset is not self.train_set:
+                self._mosaic = Mosaic(
+                    self.train_set, self.augment.mosaic, self.image_size, self.augment.mosaic_scale
+                )
+            dataset = self._mosaic
         return DataLoader(
-            self.train_set,
+            dataset,
             batch_size=self.batch_size,
             shuffle=True,
             drop_last=len(self.train_set) > self.batch_size,

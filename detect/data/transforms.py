@@ -23,6 +23,9 @@ class AugmentConfig:
         affine_p: probability of applying the zoom/shift.
         color_p: probability of brightness/contrast/saturation/hue jitter.
         brightness, contrast, saturation, hue: jitter strengths (albumentations ColorJitter).
+        mosaic: probability that a training image is a mosaic of four (:mod:`detect.data.mosaic`).
+        mosaic_scale: range of the mosaic window's zoom (1: objects keep their size).
+        close_mosaic: the last epochs train without mosaics.
     """
 
     hflip: float = 0.5
@@ -34,6 +37,13 @@ class AugmentConfig:
     contrast: float = 0.3
     saturation: float = 0.5
     hue: float = 0.02
+    mosaic: float = 0.0
+    mosaic_scale: tuple[float, float] = (0.75, 1.25)
+    close_mosaic: int = 2
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.close_mosaic, int) or self.close_mosaic < 0:
+            raise ValueError(f"data.augment.close_mosaic must be an integer >= 0, got {self.close_mosaic!r}")
 
 
 def letterbox_params(height: int, width: int, image_size: int) -> tuple[float, tuple[float, float]]:

@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, WeightAveraging
 from torch import Tensor
 
-__all__ = ["EMA", "EpochTimer"]
+__all__ = ["EMA", "DataEpoch", "EpochTimer"]
 
 
 class _RampedEMA:
@@ -96,3 +96,13 @@ class EpochTimer(Callback):
             "train/sec_per_epoch": round(statistics.median(seconds), 2),
             "train/img_per_s": round(rates[len(rates) // 2], 2),
         }
+
+
+class DataEpoch(Callback):
+    """Tells the data module which epoch starts, for augmentations that change over a run
+    (mosaics stop for the last epochs); data modules without ``set_epoch`` are left alone."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        datamodule = getattr(trainer, "datamodule", None)
+        if hasattr(datamodule, "set_epoch"):
+            datamodule.set_epoch(trainer.current_epoch, trainer.max_epochs)
