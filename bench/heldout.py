@@ -6,6 +6,8 @@ For each style, ``python tools/train.py data.synthetic.style=S trainer.max_epoch
 generates the style's set on first use), then ``bench/peer_train.py`` on the same json files, one
 after the other with nothing else running (``../shared/BENCHMARKING.md``). Results are appended to
 ``--out`` (one record per run, so an interrupted sweep keeps what it measured) and printed as a table.
+A variant of our recipe, without the peer: ``python bench/heldout.py --peer '' --styles noisy dense
+data.augment.mosaic=0.5`` (its runs go to their own folders, named after the overrides).
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ def data_dir() -> Path:
 
 
 def run_ours(style: str, epochs: int, seed: int, work: Path, extra: list[str]) -> dict:
-    run_dir = work / f"ours-{style}-e{epochs}-s{seed}"
+    # Each set of overrides its own folder: a variant must not overwrite the default's run.
+    tag = "".join(f"-{o.rsplit('.', 1)[-1].replace('=', '')}" for o in extra)
+    run_dir = work / f"ours-{style}-e{epochs}-s{seed}{tag}"
     command = [
         sys.executable,
         str(REPO / "tools" / "train.py"),
