@@ -59,23 +59,52 @@ def steps_to(points: list[tuple[int, float]], target: float) -> int | None:
 
 def table(records: list[dict]) -> str:
     """The transfer table of ``docs/transfer.md``, one row per recorded backbone."""
+
+    def at(points: list, step: int) -> float:
+        return min(points, key=lambda point: abs(point[0] - step))[1]
+
     rows = [
-        "| backbone | pre-training top-1 | AP scratch | AP pre-trained | AP50 scratch / pre-trained "
-        "| steps to scratch's final AP (scratch / pre-trained) | AP at the first validation "
-        "(scratch / pre-trained) | wall: pre-train / fine-tune |",
-        "|---|---|---|---|---|---|---|---|",
+        "| backbone | pre-training: top-1, wall | AP at half the steps (scratch / pre-trained) "
+        "| AP at the end | AP50 at the end | steps to scratch's final AP | fine-tune wall (each) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in records:
         scratch, pre = r["scratch"], r["pretrained"]
         steps = r["steps_to_scratch_final_AP"]
-        first = f"{scratch['curve'][0][1]:.3f} / {pre['curve'][0][1]:.3f} (step {scratch['curve'][0][0]})"
+        half = scratch["curve"][-1][0] // 2
         rows.append(
-            f"| {r['backbone']} | {r['pretrain']['top1']:.3f} | {scratch['bbox/AP']:.3f} "
-            f"| **{pre['bbox/AP']:.3f}** | {scratch.get('bbox/AP50', float('nan')):.3f} / "
-            f"{pre.get('bbox/AP50', float('nan')):.3f} | {steps['scratch']} / {steps['pretrained']} | {first} "
-            f"| {r['pretrain']['wall_s'] / 60:.1f} / {pre['wall_s'] / 60:.1f} min |"
+            f"| {r['backbone']} | {r['pretrain']['top1']:.3f}, {r['pretrain']['wall_s'] / 60:.1f} min "
+            f"| {at(scratch['curve'], half):.3f} / **{at(pre['curve'], half):.3f}** (step {half}) "
+            f"| {scratch['bbox/AP']:.3f} / **{pre['bbox/AP']:.3f}** "
+            f"| {scratch.get('bbox/AP50', float('nan')):.3f} / {pre.get('bbox/AP50', float('nan')):.3f} "
+            f"| {steps['scratch']} / **{steps['pretrained']}** "
+            f"| {scratch['wall_s'] / 60:.1f} / {pre['wall_s'] / 60:.1f} min |"
         )
     return "\n".join(rows)
+
+
+def plot(records: list[dict], path: Path) -> None:
+    """Validation AP against optimizer steps, pre-trained (solid) and from scratch (dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    for r, colour in zip(records, ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")):
+        for name, style in (("pretrained", "-"), ("scratch", "--")):
+            steps, values = zip(*r[name]["curve"])
+            axes.plot(steps, values, style, color=colour, label=f"{r['backbone']} {name}")
+    first = records[0]
+    axes.set_xlabel(
+        f"optimizer steps (batch 8) on {first['finetune']['images']} {first['finetune']['style']} images"
+    )
+    axes.set_ylabel("validation bbox AP")
+    axes.set_title(f"classification pre-training on {first['pretrain']['style']} crops, then detection")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
 
 
 def main() -> None:
@@ -91,10 +120,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=Path("outputs/transfer"))
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "transfer.json")
-    parser.add_argument("--table", action="store_true", help="print the table of --out and stop")
+    parser.add_argument(
+        "--table", action="store_true", help="print the table of --out, plot its curves beside it, and stop"
+    )
     args = parser.parse_args()
     if args.table:
-        print(table(json.loads(args.out.read_text())))
+        records = json.loads(args.out.read_text())
+        print(table(records))
+        plot(records, args.out.with_suffix(".png"))
         return
     work = args.work.resolve()
     records = json.loads(args.out.read_text()) if args.out.is_file() else []
