@@ -54,14 +54,15 @@ def curve(run_dir: Path, key: str = "val/bbox_AP") -> list[tuple[int, float]]:
 
 
 def steps_to(points: list[tuple[int, float]], target: float) -> int | None:
-    return next((step for step, value in points if value >= target), None)
+    # The CSV log keeps float32: the run's own final AP may read a hair under metrics.json's.
+    return next((step for step, value in points if value >= target - 1e-6), None)
 
 
 def table(records: list[dict]) -> str:
     """The transfer table of ``docs/transfer.md``, one row per recorded backbone."""
 
-    def at(points: list, step: int) -> float:
-        return min(points, key=lambda point: abs(point[0] - step))[1]
+    def at(points: list, step: int) -> tuple[int, float]:
+        return min(points, key=lambda point: abs(point[0] - step))
 
     rows = [
         "| backbone | pre-training: top-1, wall | AP at half the steps (scratch / pre-trained) "
@@ -71,10 +72,11 @@ def table(records: list[dict]) -> str:
     for r in records:
         scratch, pre = r["scratch"], r["pretrained"]
         steps = r["steps_to_scratch_final_AP"]
-        half = scratch["curve"][-1][0] // 2
+        half, before = at(scratch["curve"], scratch["curve"][-1][0] // 2)
+        after = dict(pre["curve"]).get(half, float("nan"))
         rows.append(
             f"| {r['backbone']} | {r['pretrain']['top1']:.3f}, {r['pretrain']['wall_s'] / 60:.1f} min "
-            f"| {at(scratch['curve'], half):.3f} / **{at(pre['curve'], half):.3f}** (step {half}) "
+            f"| {before:.3f} / **{after:.3f}** (step {half}) "
             f"| {scratch['bbox/AP']:.3f} / **{pre['bbox/AP']:.3f}** "
             f"| {scratch.get('bbox/AP50', float('nan')):.3f} / {pre.get('bbox/AP50', float('nan')):.3f} "
             f"| {steps['scratch']} / **{steps['pretrained']}** "
