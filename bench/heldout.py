@@ -30,7 +30,7 @@ def data_dir() -> Path:
 
 def run_ours(style: str, epochs: int, seed: int, work: Path, extra: list[str]) -> dict:
     # Each set of overrides its own folder: a variant must not overwrite the default's run.
-    tag = "".join(f"-{o.rsplit('.', 1)[-1].replace('=', '')}" for o in extra)
+    tag = "".join(f"-{o.partition('=')[0].rsplit('.', 1)[-1]}{o.partition('=')[2]}" for o in extra)
     run_dir = work / f"ours-{style}-e{epochs}-s{seed}{tag}"
     command = [
         sys.executable,
