@@ -1,8 +1,9 @@
 """Does pre-training pay? Classification pre-training on one shapes style, detection fine-tuning on another.
 
     python bench/transfer.py --backbones cspdarknet_n resnet18 vit_t \\
-        --pretrain-style dense --pretrain-images 3000 --pretrain-epochs 10 \\
-        --finetune-style plain --finetune-images 100 --finetune-epochs 60 --out docs/transfer.json
+        --pretrain-style dense --pretrain-images 2000 --pretrain-epochs 8 \\
+        --finetune-style plain --finetune-images 100 --finetune-epochs 40 --val-every 4 \\
+        --out docs/transfer.json
 
 For each backbone:
 1. ``tools/train.py head=classify``: object crops of a generated set of ``--pretrain-style``;
@@ -113,12 +114,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", nargs="+", default=["cspdarknet_n", "resnet18", "vit_t"])
     parser.add_argument("--pretrain-style", default="dense")
-    parser.add_argument("--pretrain-images", type=int, default=3000)
-    parser.add_argument("--pretrain-epochs", type=int, default=10)
+    parser.add_argument("--pretrain-images", type=int, default=2000)
+    parser.add_argument("--pretrain-epochs", type=int, default=8)
     parser.add_argument("--finetune-style", default="plain")
     parser.add_argument("--finetune-images", type=int, default=100)
-    parser.add_argument("--finetune-epochs", type=int, default=60)
-    parser.add_argument("--val-every", type=int, default=5)
+    parser.add_argument("--finetune-epochs", type=int, default=40)
+    parser.add_argument("--val-every", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=Path("outputs/transfer"))
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "transfer.json")
