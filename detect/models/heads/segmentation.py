@@ -29,6 +29,40 @@ def finest_stride(specs: list[FeatureSpec]) -> int:
     return min(spec.stride for spec in specs)
 
 
+class DetailPrototypes(nn.Module):
+    """Prototypes at a finer backbone level's stride: the coarse branch, upsampled, plus that level.
+
+    The coarse level carries what the object is; the fine level (the backbone's stride-4 ``p2``,
+    which the neck never reads) carries where its edges are. Its channels are kept narrow because
+    every conv here runs at four times the coarse level's pixels.
+    """
+
+    def __init__(
+        self, coarse: FeatureSpec, detail: FeatureSpec, channels: int, num_protos: int, detail_grad: float
+    ) -> None:
+        super().__init__()
+        if detail.stride >= coarse.stride or coarse.stride % detail.stride:
+            raise ValueError(
+                f"proto_level must be finer than {coarse.stride} px and divide it, got stride {detail.stride}"
+            )
+        width = max(detail.channels, 16)
+        self.coarse = nn.Sequential(
+            conv_bn_act(coarse.channels, channels, 3),
+            conv_bn_act(channels, channels, 3),
+            conv_bn_act(channels, width, 1),
+            nn.Upsample(scale_factor=coarse.stride // detail.stride, mode="nearest"),
+        )
+        self.lateral = conv_bn_act(detail.channels, width, 1)
+        self.fuse = nn.Sequential(conv_bn_act(width, width, 3), nn.Conv2d(width, num_protos, 1))
+        self.detail_grad = detail_grad
+
+    def forward(self, coarse: Tensor, detail: Tensor) -> Tensor:
+        if self.detail_grad < 1:
+            # The stem's features also feed every box: the mask loss reaches them scaled down.
+            detail = detail.detach() + self.detail_grad * (detail - detail.detach())
+        return self.fuse(self.coarse(coarse) + self.lateral(detail))
+
+
 class SegmentHead(DetectHead):
     """The detect head plus a prototype branch on the finest level and a coefficient branch per level.
 
@@ -41,6 +75,10 @@ class SegmentHead(DetectHead):
         num_protos: prototype masks (and coefficients per anchor).
         proto_channels: width of the prototype branch (default: the finest level's channels).
         proto_upsample: factor from the finest level to the prototypes (1: stride 8, 2: stride 4).
+        proto_level: a finer level the head gets (the backbone's ``p2``) to build the prototypes at
+            its stride from the finest predicted level plus its own detail (``proto_upsample`` must
+            then be 1); ``None``: prototypes from the finest predicted level alone.
+        detail_grad: factor on the mask loss's gradient into ``proto_level`` (0: it only reads it).
         mask_weight: weight of the mask loss.
         mask_thresh: probability above which a pixel belongs to the mask.
         **kwargs: :class:`DetectHead` arguments.
@@ -55,6 +93,8 @@ class SegmentHead(DetectHead):
         num_protos: int = 32,
         proto_channels: int | None = None,
         proto_upsample: int = 1,
+        proto_level: str | None = None,
+        detail_grad: float = 0.0,
         mask_weight: float = 6.0,
         mask_thresh: float = 0.5,
         **kwargs,
@@ -69,16 +109,32 @@ class SegmentHead(DetectHead):
         finest = self.specs[0]
         proto_channels = proto_channels or max(finest.channels, 32)
         self.proto_stride = finest.stride // proto_upsample
-        # Convolutions run at the finest level's resolution and only the last 1x1 output is upsampled;
-        # masks are then upsampled again to the image at inference.
-        self.protos = nn.Sequential(
-            conv_bn_act(finest.channels, proto_channels, 3),
-            conv_bn_act(proto_channels, proto_channels, 3),
-            nn.Conv2d(proto_channels, num_protos, 1),
-            nn.Upsample(scale_factor=proto_upsample, mode="bilinear", align_corners=False)
-            if proto_upsample > 1
-            else nn.Identity(),
-        )
+        self.proto_inputs = [self.in_features[0]]
+        if proto_level is not None:
+            if proto_level not in in_specs:
+                raise ValueError(
+                    f"proto_level {proto_level!r} is not among the levels the head gets: {sorted(in_specs)}; "
+                    "a backbone returns p2 with backbone.out_features=[p2,p3,p4,p5]"
+                )
+            if proto_upsample != 1:
+                raise ValueError("proto_level and proto_upsample > 1 exclude each other: pick one")
+            if not 0 <= detail_grad <= 1:
+                raise ValueError(f"detail_grad must be in [0, 1], got {detail_grad}")
+            detail = in_specs[proto_level]
+            self.protos = DetailPrototypes(finest, detail, proto_channels, num_protos, detail_grad)
+            self.proto_stride = detail.stride
+            self.proto_inputs.append(proto_level)
+        else:
+            # Convolutions run at the finest level's resolution and only the last 1x1 output is
+            # upsampled; masks are then upsampled again to the image at inference.
+            self.protos = nn.Sequential(
+                conv_bn_act(finest.channels, proto_channels, 3),
+                conv_bn_act(proto_channels, proto_channels, 3),
+                nn.Conv2d(proto_channels, num_protos, 1),
+                nn.Upsample(scale_factor=proto_upsample, mode="bilinear", align_corners=False)
+                if proto_upsample > 1
+                else nn.Identity(),
+            )
         coef_hidden = max(min(spec.channels for spec in self.specs) // 4, num_protos)
         self.coef_branches = self.make_branches(coef_hidden, num_protos)
         self.mask_weight = mask_weight
@@ -92,7 +148,7 @@ class SegmentHead(DetectHead):
             base.anchors,
             base.strides,
             mask_coefs=self.run_branches(self.coef_branches, features),
-            protos=self.protos(features[self.in_features[0]]),
+            protos=self.protos(*(features[key] for key in self.proto_inputs)),
         )
 
     def loss(self, outputs: SegmentOutputs, targets: list[Targets]) -> dict[str, Tensor]:

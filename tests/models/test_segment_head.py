@@ -1,0 +1,76 @@
+"""The segment head's prototypes: from the finest predicted level, or built at a finer backbone level."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from detect.models.heads import SegmentHead
+from detect.structures import FeatureSpec, Targets
+
+SPECS = {
+    "p2": FeatureSpec(8, 4),
+    "p3": FeatureSpec(16, 8),
+    "p4": FeatureSpec(32, 16),
+    "p5": FeatureSpec(32, 32),
+}
+SIZE = 64
+
+
+def features(seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        key: torch.rand(
+            1, spec.channels, SIZE // spec.stride, SIZE // spec.stride, generator=generator
+        ).requires_grad_()
+        for key, spec in SPECS.items()
+    }
+
+
+def targets() -> list[Targets]:
+    masks = torch.zeros((1, SIZE, SIZE), dtype=torch.uint8)
+    masks[0, 12:50, 10:38] = 1
+    return [Targets(torch.tensor([[10.0, 12.0, 38.0, 50.0]]), torch.tensor([0]), masks=masks)]
+
+
+@pytest.mark.parametrize(
+    ("options", "stride"), [({}, 8), ({"proto_upsample": 2}, 4), ({"proto_level": "p2"}, 4)]
+)
+def test_prototypes_come_at_the_stride_asked_for(options: dict, stride: int) -> None:
+    head = SegmentHead(SPECS, num_classes=2, num_protos=4, **options)
+    outputs = head(features())
+    assert head.proto_stride == stride
+    assert outputs.protos.shape == (1, 4, SIZE // stride, SIZE // stride)
+    losses = head.loss(outputs, targets())
+    assert losses["loss_mask"] > 0
+    head.eval()
+    with torch.no_grad():
+        detections = head.postprocess(head(features()), [(SIZE, SIZE)])
+    assert detections[0].masks.shape[-2:] == (SIZE, SIZE)
+
+
+@pytest.mark.parametrize("detail_grad", [0.0, 0.5])
+def test_the_mask_loss_reaches_the_detail_level_only_when_asked(detail_grad: float) -> None:
+    torch.manual_seed(0)
+    head = SegmentHead(SPECS, num_classes=2, num_protos=4, proto_level="p2", detail_grad=detail_grad)
+    feats = features()
+    head.loss(head(feats), targets())["loss_mask"].backward()
+    reached = feats["p2"].grad is not None and feats["p2"].grad.abs().sum() > 0
+    assert reached == (detail_grad > 0)
+    # The prototypes' own layers on the detail level train either way.
+    assert head.protos.lateral[0].weight.grad.abs().sum() > 0
+    assert feats["p3"].grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"proto_level": "p1"}, "proto_level 'p1' is not among"),
+        ({"proto_level": "p2", "proto_upsample": 2}, "exclude each other"),
+        ({"proto_level": "p2", "detail_grad": 2.0}, "detail_grad must be in"),
+        ({"proto_level": "p4"}, "must be finer than"),
+    ],
+)
+def test_bad_prototype_settings_are_named(options: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SegmentHead(SPECS, num_classes=2, **options)
