@@ -39,6 +39,23 @@ def test_defaults_point_at_the_default_model() -> None:
     assert cfg.data._target_.endswith("ShapesDataModule")
 
 
+@pytest.mark.parametrize(
+    ("overrides", "mosaic"),
+    [
+        ([], 0.25),
+        (["data=coco"], 0.25),
+        (["head=pose"], 0.0),
+        (["head=segment", "data=coco"], 0.0),
+        (["head=pose", "data.augment.mosaic=0.5"], 0.5),
+    ],
+)
+def test_mosaics_are_on_for_boxes_and_off_for_keypoints_and_masks(
+    overrides: list[str], mosaic: float
+) -> None:
+    # Measured per head (docs/recipes.md); the command line still wins.
+    assert compose_config(overrides).data.augment.mosaic == mosaic
+
+
 def test_no_config_restates_channels_or_strides() -> None:
     for group in ("neck", "head"):
         for option in options(group):
