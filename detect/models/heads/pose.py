@@ -14,7 +14,7 @@ from detect.models.heads.assigner import Assignment
 from detect.models.heads.detection import DetectHead, DetectOutputs, pad_targets
 from detect.models.heads.keypoint_refine import KeypointRefiner
 from detect.models.heads.postprocess import Decoded, PostprocessConfig, RefineStep
-from detect.models.layers import conv_bn_act
+from detect.models.layers import conv_bn_act, scale_grad
 from detect.structures import FeatureSpec, KeypointInfo, Targets
 
 __all__ = ["PoseHead", "PoseOutputs"]
@@ -157,7 +157,7 @@ class PoseHead(DetectHead):
     def forward(self, features: dict[str, Tensor]) -> PoseOutputs:
         base = super().forward(features)
         if self.feature_grad < 1:
-            features = {key: _scale_grad(value, self.feature_grad) for key, value in features.items()}
+            features = {key: scale_grad(value, self.feature_grad) for key, value in features.items()}
         if self.share_levels:
             levels = [
                 self.keypoint_tower(project(features[key])).flatten(2)
@@ -318,8 +318,3 @@ def _in_box(raw: Tensor, boxes: Tensor, strides: Tensor) -> Tensor:
 def _groups(channels: int) -> int:
     """The largest of 16, 8, 4, 2, 1 groups that divides ``channels``."""
     return next(groups for groups in (16, 8, 4, 2, 1) if channels % groups == 0)
-
-
-def _scale_grad(x: Tensor, factor: float) -> Tensor:
-    """``x`` forward; ``factor`` times the gradient backward."""
-    return x if factor == 1 else x.detach() + factor * (x - x.detach())

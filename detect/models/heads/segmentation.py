@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from detect.models.heads.assigner import Assignment
 from detect.models.heads.detection import DetectHead, DetectOutputs, pad_targets
 from detect.models.heads.postprocess import Decoded, PostprocessConfig, crop_to_boxes
-from detect.models.layers import conv_bn_act
+from detect.models.layers import conv_bn_act, scale_grad
 from detect.structures import FeatureSpec, Targets
 
 __all__ = ["SegmentHead", "SegmentOutputs", "crop_to_boxes"]
@@ -57,9 +57,8 @@ class DetailPrototypes(nn.Module):
         self.detail_grad = detail_grad
 
     def forward(self, coarse: Tensor, detail: Tensor) -> Tensor:
-        if self.detail_grad < 1:
-            # The stem's features also feed every box: the mask loss reaches them scaled down.
-            detail = detail.detach() + self.detail_grad * (detail - detail.detach())
+        # The stem's features also feed every box: the mask loss reaches them scaled down.
+        detail = scale_grad(detail, self.detail_grad)
         return self.fuse(self.coarse(coarse) + self.lateral(detail))
 
 

@@ -2,5 +2,6 @@
 
 from detect.models.layers.conv import conv_bn_act
 from detect.models.layers.csp import SPPF, C2f, CSPBottleneck
+from detect.models.layers.grad import scale_grad
 
-__all__ = ["C2f", "CSPBottleneck", "SPPF", "conv_bn_act"]
+__all__ = ["C2f", "CSPBottleneck", "SPPF", "conv_bn_act", "scale_grad"]
