@@ -1,5 +1,6 @@
 """The keypoint refiner: each keypoint moves to the soft-argmax of its own heatmap in its window."""
 
+import pytest
 import torch
 
 from detect.models.heads.keypoint_refine import KeypointRefiner
@@ -20,16 +21,29 @@ def test_soft_argmax_moves_each_keypoint_to_the_peak_of_its_channel() -> None:
     torch.testing.assert_close(refined, torch.tensor([[[108.0, 92.0], [84.0, 116.0]]]), atol=1e-3, rtol=0)
 
 
-def test_soft_argmax_starts_as_the_identity_and_learns_its_heatmaps() -> None:
+@pytest.mark.parametrize("upsample", [1, 2])
+def test_soft_argmax_starts_as_the_identity_and_learns_its_heatmaps(upsample: int) -> None:
     torch.manual_seed(0)
-    refiner = KeypointRefiner(8, num_keypoints=3, patch=7)
+    refiner = KeypointRefiner(8, num_keypoints=3, patch=7, upsample=upsample)
     heatmaps = refiner.tower(torch.randn(2, 8, 16, 16))
+    assert heatmaps.shape == (2, 3, 16 * upsample, 16 * upsample)
     start = torch.rand(4, 3, 2) * 100 + 10
     boxes = torch.tensor([[0.0, 0.0, 60.0, 80.0]]).expand(4, 4)
     (refined,) = refiner(heatmaps, 8.0, start, torch.tensor([0, 0, 1, 1]), boxes)
     torch.testing.assert_close(refined, start)
     refined.sum().backward()
-    assert refiner.tower[-1].weight.grad.abs().sum() > 0
+    heatmap_conv = [layer for layer in refiner.tower if isinstance(layer, torch.nn.Conv2d)][-1]
+    assert heatmap_conv.weight.grad.abs().sum() > 0
+
+
+def test_finer_heatmaps_keep_the_window_of_the_map_they_are_made_from() -> None:
+    config = KeypointRefiner(8, num_keypoints=1, upsample=2).config(4.0)
+    assert (config.stride, config.min_radius) == (2.0, 4.0)
+    # A 10 x 10 figure: 0.15 * 10 = 1.5 px, raised to one stride of the stride-4 map.
+    refiner = KeypointRefiner(8, num_keypoints=1, window=0.15, upsample=2)
+    box = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    (step,) = refiner.run(torch.zeros(1, 1, 32, 32), 4.0, torch.full((1, 1, 2), 5.0), torch.tensor([0]), box)
+    assert float(step.radius) == 4.0
 
 
 def test_heatmap_loss_is_lowest_for_a_peak_on_the_true_keypoint() -> None:
@@ -51,9 +65,10 @@ def test_heatmap_loss_is_lowest_for_a_peak_on_the_true_keypoint() -> None:
     assert float(refiner.heatmap_loss(steps, truth, ~labelled)) == 0.0
 
 
-def test_heatmap_loss_gradient_pulls_the_soft_argmax_towards_the_truth() -> None:
+@pytest.mark.parametrize("upsample", [1, 2])
+def test_heatmap_loss_gradient_pulls_the_soft_argmax_towards_the_truth(upsample: int) -> None:
     torch.manual_seed(0)
-    refiner = KeypointRefiner(4, num_keypoints=2, patch=7)
+    refiner = KeypointRefiner(4, num_keypoints=2, patch=7, upsample=upsample)
     features = torch.randn(1, 4, 16, 16)
     start = torch.tensor([[[60.0, 60.0], [40.0, 70.0]]])
     box = torch.tensor([[30.0, 40.0, 90.0, 100.0]])

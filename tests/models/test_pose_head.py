@@ -125,12 +125,15 @@ def test_refiner_moves_keypoints_within_their_window() -> None:
     torch.testing.assert_close(second, keypoints + 24.0, atol=1e-3, rtol=0)
 
 
-def test_refinement_is_trained_and_used_at_prediction() -> None:
+@pytest.mark.parametrize("upsample", [1, 2])
+def test_refinement_is_trained_and_used_at_prediction(upsample: int) -> None:
     torch.manual_seed(0)
-    head = PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, refine_steps=1)
+    head = PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, refine_steps=1, refine_upsample=upsample)
     outputs = head(features())
+    assert outputs.refine_heatmaps.shape[-1] == 8 * upsample  # p3 of a 64 px input, made finer
     head.loss(outputs, targets())["loss_keypoint"].backward()
-    assert head.refiner.tower[-1].weight.grad.abs().sum() > 0
+    heatmap_conv = [layer for layer in head.refiner.tower if isinstance(layer, torch.nn.Conv2d)][-1]
+    assert heatmap_conv.weight.grad.abs().sum() > 0
     head.eval()
     with torch.no_grad():
         outputs = head(features())

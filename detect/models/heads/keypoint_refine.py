@@ -36,7 +36,10 @@ class KeypointRefiner(nn.Module):
             heatmaps.
         patch: samples per side of the grid read around each keypoint.
         window: the grid's half-size, as a fraction of ``sqrt(w * h)`` of the object's box (at least
-            one stride of the map).
+            one stride of the map it reads).
+        upsample: heatmaps this many times finer than the map (a 1x1 convolution to
+            ``upsample**2`` sub-positions per cell, then a pixel shuffle): a small figure's hand
+            is a pixel or two across, under a stride-4 cell.
     """
 
     def __init__(
@@ -47,15 +50,16 @@ class KeypointRefiner(nn.Module):
         steps: int = 1,
         patch: int = 7,
         window: float = 0.15,
+        upsample: int = 1,
     ) -> None:
         super().__init__()
-        if channels < 1 or steps < 1 or patch < 2 or window <= 0:
+        if channels < 1 or steps < 1 or patch < 2 or window <= 0 or upsample < 1:
             raise ValueError(
-                "KeypointRefiner needs channels, steps >= 1, patch >= 2 and window > 0; "
-                f"got {channels}, {steps}, {patch}, {window}"
+                "KeypointRefiner needs channels, steps, upsample >= 1, patch >= 2 and window > 0; "
+                f"got {channels}, {steps}, {upsample}, {patch}, {window}"
             )
-        self.steps, self.patch, self.window = steps, patch, window
-        heatmaps = nn.Conv2d(channels, steps * num_keypoints, 1)
+        self.steps, self.patch, self.window, self.upsample = steps, patch, window, upsample
+        heatmaps = nn.Conv2d(channels, steps * num_keypoints * upsample**2, 1)
         # Start as the identity: flat heatmaps put every keypoint at the centre of its window.
         nn.init.zeros_(heatmaps.weight)
         nn.init.zeros_(heatmaps.bias)
@@ -63,6 +67,7 @@ class KeypointRefiner(nn.Module):
             conv_bn_act(in_channels, channels, 3),
             conv_bn_act(channels, channels, 3),
             heatmaps,
+            *([nn.PixelShuffle(upsample)] if upsample > 1 else []),
         )
         self.register_buffer("grid", refine_grid(patch), persistent=False)
 
@@ -91,8 +96,17 @@ class KeypointRefiner(nn.Module):
         return refine_keypoints(heatmaps, keypoints, image_index, boxes, self.config(stride))
 
     def config(self, stride: float) -> RefineConfig:
-        """How this refiner reads heatmaps of ``stride``: what a model without this module needs to refine."""
-        return RefineConfig(stride=float(stride), steps=self.steps, patch=self.patch, window=self.window)
+        """How this refiner reads its heatmaps, made from a map of ``stride``: what a model without
+        this module needs to refine."""
+        # Finer heatmaps keep the map's smallest window: they place a keypoint more precisely,
+        # they do not find it from nearer.
+        return RefineConfig(
+            stride=float(stride) / self.upsample,
+            steps=self.steps,
+            patch=self.patch,
+            window=self.window,
+            min_radius=float(stride) if self.upsample > 1 else None,
+        )
 
     def heatmap_loss(self, steps: list[RefineStep], target: Tensor, labelled: Tensor) -> Tensor:
         """Mean over steps and labelled keypoints of KL(soft target || softmax of the grid logits).

@@ -69,6 +69,7 @@ class PoseHead(DetectHead):
         refine_window: half-size of the window the refiner reads around a keypoint, as a fraction
             of ``sqrt(w * h)`` of the object's box.
         refine_patch: samples per side of the grid the refiner reads in that window.
+        refine_upsample: the refiner's heatmaps are this many times finer than the level it reads.
         heatmap_weight: weight of the refiner's heatmap term (:meth:`KeypointRefiner.heatmap_loss`),
             which trains each grid point of its window towards a Gaussian around the true keypoint.
         refine_level: the level the refiner reads; default: the finest the head gets, which is the
@@ -94,6 +95,7 @@ class PoseHead(DetectHead):
         refine_channels: int = 32,
         refine_window: float = 0.15,
         refine_patch: int = 7,
+        refine_upsample: int = 1,
         heatmap_weight: float = 1.0,
         refine_level: str | None = None,
         **kwargs,
@@ -149,6 +151,7 @@ class PoseHead(DetectHead):
                 steps=refine_steps,
                 patch=refine_patch,
                 window=refine_window,
+                upsample=refine_upsample,
             )
             if refine_steps > 0
             else None

@@ -71,12 +71,14 @@ class RefineConfig:
         steps: successive refinements.
         patch: samples per side of the grid read around each keypoint.
         window: the grid's half-size as a fraction of ``sqrt(w * h)`` of the object's box.
+        min_radius: the smallest half-size in input pixels; ``None``: one stride.
     """
 
     stride: float
     steps: int
     patch: int
     window: float
+    min_radius: float | None = None
 
 
 @dataclass(frozen=True)
@@ -238,7 +240,8 @@ def refine_keypoints(
     # fp32, so that the gradients of overlapping samples add up at full precision.
     heatmaps = heatmaps.float()
     wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=1.0)
-    radius = (config.window * wh.prod(dim=1).sqrt()).clamp(min=config.stride)[:, None, None]  # (N, 1, 1)
+    min_radius = config.stride if config.min_radius is None else config.min_radius
+    radius = (config.window * wh.prod(dim=1).sqrt()).clamp(min=min_radius)[:, None, None]  # (N, 1, 1)
     batch, height, width = heatmaps.shape[0], *heatmaps.shape[-2:]
     # Keypoint k of an object reads only channel k of its image: each channel is its own
     # one-channel "image" for roi_align, numbered image * K + k.
