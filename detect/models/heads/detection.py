@@ -71,6 +71,9 @@ class DetectHead(Head):
         nms_iou: IoU threshold of the class-wise NMS.
         max_det: detections kept per image.
         pre_nms_topk: candidates entering NMS per image.
+        pred_init: ``"default"``: PyTorch's random init for the last 1x1 conv of every branch;
+            ``"zero"``: zero weights there, so every anchor starts with the same scores and boxes
+            and the first assignments depend on the anchors' positions only, not on the seed.
     """
 
     def __init__(
@@ -93,8 +96,11 @@ class DetectHead(Head):
         nms_iou: float = 0.7,
         max_det: int = 300,
         pre_nms_topk: int = 1000,
+        pred_init: str = "default",
     ) -> None:
         super().__init__()
+        if pred_init not in ("default", "zero"):
+            raise ValueError(f"pred_init must be 'default' or 'zero', got {pred_init!r}")
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if reg_max < 2:
@@ -117,6 +123,9 @@ class DetectHead(Head):
         self.max_det, self.pre_nms_topk = max_det, pre_nms_topk
         self.register_buffer("bins", torch.arange(reg_max, dtype=torch.float32), persistent=False)
         self._init_biases()
+        if pred_init == "zero":
+            for branch in (*self.box_branches, *self.cls_branches):
+                nn.init.zeros_(branch[-1].weight)
 
     def make_branches(self, hidden_channels: int, out_channels: int, kind: str = "conv") -> nn.ModuleList:
         """One branch per level, then a 1x1 conv to ``out_channels``.
