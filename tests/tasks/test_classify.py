@@ -93,6 +93,9 @@ def test_a_classifier_learns_the_crops_it_trains_on(tiny_shapes: Path, tmp_path:
             "data.augment=false",
             "trainer.max_epochs=25",
             "sched.warmup_steps=10",
+            # fp32 on every machine: under bf16 autocast (the default on AMX CPUs) the same run
+            # fitted only 65 % of the crops after 25 epochs and 73 % after 40 (not understood yet).
+            "trainer.precision=32-true",
         ],
     )
     metrics = train(cfg)
