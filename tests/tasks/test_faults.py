@@ -246,7 +246,7 @@ def test_kill_9_twice_then_resume_ends_like_an_uninterrupted_run(tmp_path: Path)
     print(f"steps lost per kill: {lost}; AP uninterrupted {ap_clean:.3f}, killed twice {ap_killed:.3f}")
     # Resuming mid-epoch reshuffles the rest of that epoch: the same training, not the same bits
     # (from an epoch's end it is bit-identical). Seeds 0-4 of this run gave AP 0.698, 0.624, 0.652,
-    # 0.576, 0.636 (sd 0.045) on an AVX2 machine and 0.487, 0.468, 0.690, 0.680, 0.629 (sd 0.107)
-    # on an AMX Xeon, where fp32 kernels differ: within noise is three deviations of the wider
-    # spread. That catches a resume that breaks the training, not a small drift.
-    assert abs(ap_clean - ap_killed) <= 0.32
+    # 0.576, 0.636 (sd 0.045) on an AVX2 machine; within noise is taken as three of those
+    # deviations. On an AMX Xeon the same seeds gave 0.487, 0.468, 0.690, 0.680, 0.629 (sd 0.107)
+    # and this check failed at 0.141: the run's spread there is the open problem, not the bound.
+    assert abs(ap_clean - ap_killed) <= 0.135
