@@ -23,9 +23,10 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from detect.data.images import ImageFault, read_image
+from detect.data.sampler import ResumableOrder, SampleKey, generator_for
 from detect.data.synthetic import ShapesConfig, ensure_shapes
 from detect.data.transforms import PAD_VALUE
 
@@ -174,7 +175,8 @@ class ClassificationSet(Dataset):
             self.cache[path] = read_image(path)
         return self.cache[path]
 
-    def __getitem__(self, index: int) -> tuple[Tensor, int] | None:
+    def __getitem__(self, key: int | SampleKey) -> tuple[Tensor, int] | None:
+        index, generator = generator_for(key)
         sample = self.samples[index]
         try:
             image = self._read(sample.path)
@@ -186,8 +188,9 @@ class ClassificationSet(Dataset):
         if sample.box is not None:
             x0, y0, x1, y1 = (int(round(v)) for v in sample.box)
             image = image[y0 : max(y1, y0 + 1), x0 : max(x1, x0 + 1)]
-        # Albumentations' own generators, reseeded from torch's: the run's seed decides every draw.
-        self.transform.set_random_seed(int(torch.randint(0, 2**31 - 1, ()).item()))
+        # Albumentations' own generators, reseeded from the sample's (detect.data.sampler): the run's
+        # seed decides every draw, and a resumed run draws as the original did.
+        self.transform.set_random_seed(int(torch.randint(0, 2**31 - 1, (), generator=generator).item()))
         image = self.transform(image=np.ascontiguousarray(image))["image"]
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), sample.label
 
@@ -199,7 +202,7 @@ def collate_classes(items: list[tuple[Tensor, int] | None]) -> ClassBatch | None
     return ClassBatch(torch.stack([image for image, _ in items]), torch.tensor([label for _, label in items]))
 
 
-class ClassificationDataModule(L.LightningDataModule):
+class ClassificationDataModule(ResumableOrder, L.LightningDataModule):
     """Train and validation loaders of a class-per-folder tree or of COCO object crops.
 
     Args:
@@ -284,21 +287,21 @@ class ClassificationDataModule(L.LightningDataModule):
         if self.val_set is None:
             self.val_set = ClassificationSet(self._load("val"), self.image_size, False, self.cache_images)
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: int, sampler: Sampler | None = None) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=collate_classes,
             persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, True)
+        return self._loader(self.train_set, self.batch_size, self.train_sampler(self.train_set))
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.val_batch_size, False)
+        return self._loader(self.val_set, self.val_batch_size)
 
 
 class ShapesCropsDataModule(ClassificationDataModule):

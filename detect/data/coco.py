@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from detect.data.doctor import DataError, FaultLog, check_coco, read_coco_json
 from detect.data.images import ImageFault, probe_image, read_image
 from detect.data.index import AnnotationIndex
+from detect.data.sampler import SampleKey, generator_for
 from detect.data.transforms import letterbox_params
 from detect.structures import ImageMeta, KeypointInfo, Targets
 
@@ -338,7 +339,8 @@ class CocoDetection(Dataset):
                 keypoints[i] = values
         return keypoints
 
-    def __getitem__(self, position: int) -> Sample | None:
+    def __getitem__(self, key: int | SampleKey) -> Sample | None:
+        position, generator = generator_for(key)
         image_id = int(self.index.image_ids[position])
         image = self._cache.get(image_id)
         if image is None:
@@ -363,10 +365,10 @@ class CocoDetection(Dataset):
         if self.load_masks and len(rows):
             inputs["masks"] = self._masks(rows, height, width)
         # Albumentations draws from its own generators, seeded from the OS unless told otherwise:
-        # reseeding them from torch's generator per sample makes runs repeat with the seed, gives
-        # each loader worker its own stream (torch seeds workers apart) and lets a resumed run
-        # (whose torch generator is restored) draw as the original would.
-        self.transform.set_random_seed(int(torch.randint(0, 2**31 - 1, ()).item()))
+        # reseeding them per sample from the sample's own generator (see detect.data.sampler) makes
+        # runs repeat with the seed, whatever the loader workers, and a resumed run draw as the
+        # original did.
+        self.transform.set_random_seed(int(torch.randint(0, 2**31 - 1, (), generator=generator).item()))
         out = self.transform(**inputs)
         kept = np.asarray(out["instances"], dtype=np.int64)
         image_out = out["image"]
@@ -395,7 +397,7 @@ class CocoDetection(Dataset):
         fill = np.minimum(self.index.areas[rows] / np.maximum(box_areas, 1e-6), 1.0)
         fill = np.where(fill > 0, fill, 1.0).astype(np.float32)[kept]
         areas = fill * (boxes_out[:, 2] - boxes_out[:, 0]) * (boxes_out[:, 3] - boxes_out[:, 1])
-        if self.hflip > 0 and torch.rand(()).item() < self.hflip:
+        if self.hflip > 0 and torch.rand((), generator=generator).item() < self.hflip:
             image_out, boxes_out, masks_out, keypoints_out = self._flip(
                 image_out, boxes_out, masks_out, keypoints_out
             )

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from detect.data.coco import CategoryMap, CocoDetection
 from detect.data.collate import collate
 from detect.data.mosaic import Mosaic
+from detect.data.sampler import ResumableOrder
 from detect.data.synthetic import ShapesConfig, ensure_shapes
 from detect.data.transforms import AugmentConfig, build_transforms
 from detect.structures import Batch
@@ -24,7 +25,7 @@ __all__ = ["CocoDataModule", "ShapesDataModule"]
 log = logging.getLogger(__name__)
 
 
-class CocoDataModule(L.LightningDataModule):
+class CocoDataModule(ResumableOrder, L.LightningDataModule):
     """Train and validation loaders over COCO jsons and image folders.
 
     Args:
@@ -179,7 +180,7 @@ class CocoDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=True,
+            sampler=self.train_sampler(dataset),
             drop_last=len(self.train_set) > self.batch_size,
             num_workers=self.num_workers,
             collate_fn=collate,

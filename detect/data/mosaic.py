@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from detect.data.coco import Sample
+from detect.data.sampler import SampleKey, generator_for
 from detect.data.transforms import PAD_VALUE
 from detect.structures import Targets
 
@@ -64,24 +65,33 @@ class Mosaic(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> Sample | None:
-        if not self.enabled or torch.rand(()).item() >= self.p:
-            return self.dataset[index]
-        others = torch.randint(0, len(self.dataset), (3,)).tolist()
-        samples = [self.dataset[i] for i in [index, *others]]
+    def __getitem__(self, key: int | SampleKey) -> Sample | None:
+        index, generator = generator_for(key)
+        if not self.enabled or torch.rand((), generator=generator).item() >= self.p:
+            return self.dataset[self._child(index, generator)]
+        others = torch.randint(0, len(self.dataset), (3,), generator=generator).tolist()
+        samples = [self.dataset[self._child(i, generator)] for i in [index, *others]]
         if any(sample is None for sample in samples):
             # A skipped image (named in the log by the dataset) makes no mosaic.
             return samples[0]
-        return self._tile(samples)
+        return self._tile(samples, generator)
 
-    def _tile(self, samples: list[Sample]) -> Sample:
+    @staticmethod
+    def _child(index: int, generator: torch.Generator | None) -> int | SampleKey:
+        """A tile's key: its own seed, so that its draws do not repeat the mosaic's."""
+        if generator is None:
+            return index
+        return SampleKey(index, int(torch.randint(0, 2**62, (), generator=generator).item()))
+
+    def _tile(self, samples: list[Sample], generator: torch.Generator | None = None) -> Sample:
         size = self.image_size
         canvas = torch.full((3, 2 * size, 2 * size), PAD_VALUE, dtype=torch.uint8)
         # Whole pixels, so that the cut image and the moved targets agree exactly.
-        side = min(int(round(size / torch.empty(()).uniform_(*self.scale).item())), 2 * size)
+        zoom = torch.empty(()).uniform_(*self.scale, generator=generator).item()
+        side = min(int(round(size / zoom)), 2 * size)
         # The canvas centre lies at a random point of the window's middle half, so the window
         # shows parts of all four images.
-        rx, ry = torch.empty(2).uniform_(0.25, 0.75).tolist()
+        rx, ry = torch.empty(2).uniform_(0.25, 0.75, generator=generator).tolist()
         x0 = min(max(int(round(size - rx * side)), 0), 2 * size - side)
         y0 = min(max(int(round(size - ry * side)), 0), 2 * size - side)
         factor = size / side

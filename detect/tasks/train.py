@@ -255,8 +255,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         print(f"resuming from {resume_path} (step {step}); outputs go to {output_dir}")
     trainer = build_trainer(cfg)
     with warnings.catch_warnings():
-        # Resuming mid-epoch restarts the loader's order for the rest of that epoch (the step
-        # count, optimizer and RNG are restored): expected, and said in docs/reliability.md.
+        # Lightning looks for the position in the loader itself; ours is in the data module's
+        # checkpointed state (detect.data.sampler.ResumableOrder), so a mid-epoch resume is exact.
         warnings.filterwarnings(
             "ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*"
         )

@@ -221,7 +221,7 @@ def _kill_after_a_checkpoint(
 
 
 @pytest.mark.slow
-def test_kill_9_twice_then_resume_ends_like_an_uninterrupted_run(tmp_path: Path) -> None:
+def test_kill_9_twice_then_resume_ends_identical_to_an_uninterrupted_run(tmp_path: Path) -> None:
     data = tmp_path / "data"
     base_set(data / "train", count=64, seed=1)
     base_set(data / "val", count=16, seed=2)
@@ -243,10 +243,17 @@ def test_kill_9_twice_then_resume_ends_like_an_uninterrupted_run(tmp_path: Path)
     assert (a["epoch"], a["global_step"]) == (b["epoch"], b["global_step"])
     ap_clean = json.loads((tmp_path / "clean" / "metrics.json").read_text())["bbox/AP"]
     ap_killed = json.loads((run / "metrics.json").read_text())["bbox/AP"]
-    print(f"steps lost per kill: {lost}; AP uninterrupted {ap_clean:.3f}, killed twice {ap_killed:.3f}")
-    # Resuming mid-epoch reshuffles the rest of that epoch: the same training, not the same bits
-    # (from an epoch's end it is bit-identical). Seeds 0-4 of this run gave AP 0.698, 0.624, 0.652,
-    # 0.576, 0.636 (sd 0.045) on an AVX2 machine; within noise is taken as three of those
-    # deviations. On an AMX Xeon the same seeds gave 0.487, 0.468, 0.690, 0.680, 0.629 (sd 0.107)
-    # and this check failed at 0.141: the run's spread there is the open problem, not the bound.
-    assert abs(ap_clean - ap_killed) <= 0.135
+    print(
+        f"resumed from steps {resumed_1} and {resumed_2}, steps lost per kill: {lost}; "
+        f"AP uninterrupted {ap_clean:.3f}, killed twice {ap_killed:.3f}"
+    )
+    # The order and augmentations are a function of the seed and the epoch, and a resumed epoch
+    # continues where its checkpoint stood (detect.data.sampler; the exact batches are checked in
+    # tests/data/test_sampler.py), so the killed run is the same training: it ended bit-identical to
+    # the uninterrupted one in 20 of 25 killed-and-resumed runs on the AMX Xeon. In the other five,
+    # most beside other trainings, a resumed process drifted at float level (the losses part in the
+    # third digit after ten steps) and ended at AP 0.613 against 0.605; a resume on one thread ends
+    # at 0.594. Three times that drift bounds it; before the order was resumable the bound was the
+    # seeds' spread, 0.135.
+    assert a["CocoDataModule"] == b["CocoDataModule"]
+    assert abs(ap_clean - ap_killed) <= 0.03
