@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from detect.models.backbones.base import Backbone
 from detect.models.detector import IMAGENET_MEAN, IMAGENET_STD, Detector
+from detect.models.layers.norm import set_batchnorm
 from detect.structures import FeatureSpec
 
 __all__ = ["ClassifyHead", "Classifier"]
@@ -63,7 +64,7 @@ class Classifier(nn.Module):
         num_classes: number of classes (comes from the dataset).
         neck: ignored (a classifier has none); accepted so that the training config composes.
         keypoints: ignored, as ``neck``.
-        pixel_mean, pixel_std: as the Detector's.
+        pixel_mean, pixel_std, batchnorm: as the Detector's.
 
     >>> from detect.models import CSPDarknet
     >>> model = Classifier(CSPDarknet(), ClassifyHead, num_classes=4)
@@ -80,6 +81,7 @@ class Classifier(nn.Module):
         keypoints: Any = None,
         pixel_mean: tuple[float, float, float] = IMAGENET_MEAN,
         pixel_std: tuple[float, float, float] = IMAGENET_STD,
+        batchnorm: dict[str, float | None] | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -87,6 +89,7 @@ class Classifier(nn.Module):
         self.num_classes = num_classes
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), persistent=False)
+        set_batchnorm(self, **(batchnorm or {}))
 
     size_divisibility = Detector.size_divisibility
     check_input_size = Detector.check_input_size

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from detect.models.backbones.base import Backbone
 from detect.models.heads.base import Head
+from detect.models.layers.norm import set_batchnorm
 from detect.models.necks.base import Neck
 from detect.structures import Detections, KeypointInfo, Targets
 
@@ -32,6 +33,9 @@ class Detector(nn.Module):
         keypoints: the dataset's keypoint description, passed to heads that predict keypoints.
         pixel_mean: per-channel mean of ``[0, 1]`` images, subtracted before the backbone.
         pixel_std: per-channel std of ``[0, 1]`` images.
+        batchnorm: ``eps`` and ``momentum`` for every BatchNorm of the model, after it is built
+            (:func:`detect.models.layers.norm.set_batchnorm`); ``None`` or missing keys keep each
+            layer's own.
 
     >>> from functools import partial
     >>> from detect.models import CSPDarknet, PAN, DetectHead
@@ -49,6 +53,7 @@ class Detector(nn.Module):
         keypoints: KeypointInfo | None = None,
         pixel_mean: tuple[float, float, float] = IMAGENET_MEAN,
         pixel_std: tuple[float, float, float] = IMAGENET_STD,
+        batchnorm: dict[str, float | None] | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -60,6 +65,7 @@ class Detector(nn.Module):
         self.num_classes = num_classes
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), persistent=False)
+        set_batchnorm(self, **(batchnorm or {}))
 
     @property
     def size_divisibility(self) -> int:

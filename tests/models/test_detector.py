@@ -3,7 +3,9 @@
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
+from detect.inference.checkpoint import build_from_config
 from detect.structures import KeypointInfo, Targets
 from tests.conftest import compose_config, options
 
@@ -102,3 +104,19 @@ def test_input_size_must_be_a_multiple_of_the_stride() -> None:
     model = build("cspdarknet_n", "pan")
     with pytest.raises(ValueError, match="not a multiple of 32"):
         model(torch.rand(1, 3, 97, 131))
+
+
+def test_batchnorm_settings_reach_every_layer_and_survive_the_checkpoint_config() -> None:
+    cfg = compose_config(["model.batchnorm.eps=0.001", "model.batchnorm.momentum=0.03"])
+    model = instantiate(cfg.model)(num_classes=2)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) > 20 and all((m.eps, m.momentum) == (0.001, 0.03) for m in norms)
+    # A deployed model is rebuilt from the saved config without Hydra and normalizes the same.
+    rebuilt = build_from_config(OmegaConf.to_container(cfg.model, resolve=True))(num_classes=2)
+    assert all(m.eps == 0.001 for m in rebuilt.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    default = instantiate(compose_config([]).model)(num_classes=2)
+    assert all(
+        (m.eps, m.momentum) == (1e-5, 0.1) for m in default.modules() if isinstance(m, torch.nn.BatchNorm2d)
+    )
+    with pytest.raises(ValueError, match="model.batchnorm.momentum must be in"):
+        instantiate(compose_config(["model.batchnorm.momentum=1.5"]).model)(num_classes=2)
