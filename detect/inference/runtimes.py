@@ -19,6 +19,7 @@ from detect.inference.checkpoint import load_checkpoint
 from detect.inference.deploy import DeployModel, describe
 from detect.inference.metadata import METADATA_KEY, ModelInfo
 from detect.inference.onednn import onednn_available, use_onednn
+from detect.models.fold_input import fold_input_normalization
 from detect.models.fuse import fuse_conv_bn
 
 __all__ = [
@@ -93,7 +94,8 @@ class TorchRuntime(Runtime):
         path: the ``.ckpt`` file.
         device: where to run.
         precision: ``"fp32"``, or ``"bf16"`` (autocast; fast on CPUs with AMX and on GPUs).
-        fuse: fold BatchNorm into the convolutions before it.
+        fuse: fold BatchNorm into the convolutions before it, and the input normalization into
+            the first convolution (:mod:`detect.models.fold_input`).
         nms: put selection inside the module (as an export with ``nms=True`` does).
         image_size: the input side; default the training size.
         onednn: on a CPU, run each convolution and its activation as one oneDNN primitive with
@@ -119,6 +121,7 @@ class TorchRuntime(Runtime):
         detector = trained.model
         if fuse:
             fuse_conv_bn(detector)
+            fold_input_normalization(detector)
         # NHWC lets oneDNN (CPU, notably with AMX bf16) and cuDNN pick their fastest conv kernels.
         detector.to(memory_format=torch.channels_last)
         self.device = torch.device(device)

@@ -83,8 +83,15 @@ class Detector(nn.Module):
     def forward(self, images: Tensor) -> Any:
         """Raw head outputs for ``(B, 3, H, W)`` images in ``[0, 1]`` (or uint8 ``[0, 255]``)."""
         self.check_input_size(*images.shape[-2:])
-        features = self.backbone(self.normalize(images))
+        features = self.backbone(self.prepare(images))
         return self.head({**features, **self.neck(features)})
+
+    def prepare(self, images: Tensor) -> Tensor:
+        """What the backbone reads: the normalized images, or the raw pixels once
+        :func:`~detect.models.fold_input.fold_input_normalization` has moved the normalization into
+        the first convolution (an inference model's ``pixels``)."""
+        pixels = getattr(self, "pixels", None)
+        return self.normalize(images) if pixels is None else pixels(images)
 
     def normalize(self, images: Tensor) -> Tensor:
         """``(images - mean) / std`` of ``[0, 1]`` float or uint8 ``[0, 255]`` images, as NCHW floats."""
