@@ -94,12 +94,13 @@ class TorchRuntime(Runtime):
         path: the ``.ckpt`` file.
         device: where to run.
         precision: ``"fp32"``, or ``"bf16"`` (autocast; fast on CPUs with AMX and on GPUs).
-        fuse: fold BatchNorm into the convolutions before it, and the input normalization into
-            the first convolution (:mod:`detect.models.fold_input`).
+        fuse: fold BatchNorm into the convolutions before it.
         nms: put selection inside the module (as an export with ``nms=True`` does).
         image_size: the input side; default the training size.
         onednn: on a CPU, run each convolution and its activation as one oneDNN primitive with
             weights packed once (:mod:`detect.inference.onednn`); needs ``fuse``.
+        fold_input: fold the input normalization into the first convolution, which then reads
+            the uint8 pixels (:mod:`detect.models.fold_input`); needs ``fuse``.
     """
 
     name = "torch"
@@ -113,6 +114,7 @@ class TorchRuntime(Runtime):
         nms: bool = False,
         image_size: int | None = None,
         onednn: bool = True,
+        fold_input: bool = True,
     ) -> None:
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, not {precision!r}")
@@ -121,7 +123,8 @@ class TorchRuntime(Runtime):
         detector = trained.model
         if fuse:
             fuse_conv_bn(detector)
-            fold_input_normalization(detector)
+            if fold_input:
+                fold_input_normalization(detector)
         # NHWC lets oneDNN (CPU, notably with AMX bf16) and cuDNN pick their fastest conv kernels.
         detector.to(memory_format=torch.channels_last)
         self.device = torch.device(device)
