@@ -99,3 +99,10 @@ def test_command_line_contract_names() -> None:
     assert cfg.model.backbone.name == "convnext_atto" and cfg.model.head.num_protos == 8
     model = instantiate(cfg.model)(num_classes=2)
     assert model.head.coef_branches[0][-1].out_channels == 8
+
+
+def test_each_head_brings_its_epoch_count_and_the_command_line_still_wins() -> None:
+    """The detect head trains longer than the slower heads fit in the same budget (conf/head/)."""
+    assert compose_config().trainer.max_epochs > compose_config(["head=segment"]).trainer.max_epochs
+    assert compose_config(["head=pose", "trainer.max_epochs=30"]).trainer.max_epochs == 30
+    assert compose_config(["head=segment", "experiment=overfit"]).trainer.max_epochs > 20
