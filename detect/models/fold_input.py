@@ -6,7 +6,7 @@ autocast, a fourth (the cast), about a seventh of a small model's bf16 forward a
 normalization is affine per input channel, so the first convolution can take it in its weights
 and bias and read the pixels as they come. Only its zero padding differs: a zero in the
 normalized image is the mean in pixels, so :class:`PaddedPixels` pads with the mean instead, in
-the same single pass that converts the uint8 image to the convolution's dtype and layout.
+the same single pass that converts the uint8 image to the convolution's dtype.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class PaddedPixels(nn.Module):
 
 
 def _first_conv(detector: nn.Module, probe: Tensor) -> tuple[str, nn.Conv2d] | None:
-    """The module that reads the normalized image, if it is a plain ``Conv2d`` and nothing else reads it."""
+    """The module that reads the normalized image, if it is a plain ``Conv2d`` and no other module reads it."""
     normalized = detector.normalize(probe)
     readers: list[nn.Module] = []
 
