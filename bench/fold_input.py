@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import numpy as np
 import torch
+from speed import native_bf16, time_interleaved  # bench/speed.py, beside this script
 
 from detect.inference.runtimes import TorchRuntime
 
@@ -26,25 +26,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    native_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    precisions = ["fp32", *(["bf16"] if native_bf16 else [])]
     for size in args.sizes:
         image = np.random.default_rng(0).integers(0, 256, (1, 3, size, size), dtype=np.uint8)
-        for precision in precisions:
-            runs = {
+        for precision in ["fp32", *(["bf16"] if native_bf16() else [])]:
+            calls = {
                 name: TorchRuntime(args.ckpt, precision=precision, image_size=size, fold_input=fold)
                 for name, fold in (("folded", True), ("normalized", False))
             }
-            times: dict[str, list[float]] = {name: [] for name in runs}
-            for _ in range(5):
-                for runtime in runs.values():
-                    runtime(image)
-            for _ in range(args.rounds):
-                for name, runtime in runs.items():
-                    start = time.perf_counter()
-                    runtime(image)
-                    times[name].append(time.perf_counter() - start)
-            median = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+            times = time_interleaved(
+                {name: (lambda r=runtime, x=image: r(x)) for name, runtime in calls.items()}, args.rounds
+            )
+            median = {name: statistics.median(t) for name, t in times.items()}
             print(
                 f"{size} px {precision}: folded {median['folded']:.2f} ms, normalized "
                 f"{median['normalized']:.2f} ms, ratio {median['folded'] / median['normalized']:.3f}"
