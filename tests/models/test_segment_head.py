@@ -34,7 +34,14 @@ def targets() -> list[Targets]:
 
 
 @pytest.mark.parametrize(
-    ("options", "stride"), [({}, 8), ({"proto_upsample": 2}, 4), ({"proto_level": "p2"}, 4)]
+    ("options", "stride"),
+    [
+        ({}, 8),
+        ({"proto_upsample": 2}, 4),
+        ({"proto_level": "p2"}, 4),
+        ({"proto_level": "auto"}, 4),
+        ({"proto_level": "auto", "proto_upsample": 2}, 4),
+    ],
 )
 def test_prototypes_come_at_the_stride_asked_for(options: dict, stride: int) -> None:
     head = SegmentHead(SPECS, num_classes=2, num_protos=4, **options)
@@ -47,6 +54,15 @@ def test_prototypes_come_at_the_stride_asked_for(options: dict, stride: int) -> 
     with torch.no_grad():
         detections = head.postprocess(head(features()), [(SIZE, SIZE)])
     assert detections[0].masks.shape[-2:] == (SIZE, SIZE)
+
+
+def test_auto_prototypes_fall_back_to_the_finest_predicted_level_without_a_finer_one() -> None:
+    # A backbone that returns no p2 (ResNets, ViTs, most timm models) still gets a segment head.
+    specs = {key: spec for key, spec in SPECS.items() if key != "p2"}
+    head = SegmentHead(specs, num_classes=2, num_protos=4, proto_level="auto")
+    assert head.proto_stride == 8 and head.proto_inputs == ["p3"]
+    auto = SegmentHead(SPECS, num_classes=2, num_protos=4, proto_level="auto")
+    assert auto.proto_inputs == ["p3", "p2"]
 
 
 @pytest.mark.parametrize("detail_grad", [0.0, 0.5])

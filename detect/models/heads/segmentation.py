@@ -76,7 +76,9 @@ class SegmentHead(DetectHead):
         proto_upsample: factor from the finest level to the prototypes (1: stride 8, 2: stride 4).
         proto_level: a finer level the head gets (the backbone's ``p2``) to build the prototypes at
             its stride from the finest predicted level plus its own detail (``proto_upsample`` must
-            then be 1); ``None``: prototypes from the finest predicted level alone.
+            then be 1); ``"auto"``: the next finer level where the head gets one and
+            ``proto_upsample`` is 1, else ``None``; ``None``: prototypes from the finest predicted
+            level alone.
         detail_grad: factor on the mask loss's gradient into ``proto_level`` (0: it only reads it).
         mask_weight: weight of the mask loss.
         mask_thresh: probability above which a pixel belongs to the mask.
@@ -109,6 +111,14 @@ class SegmentHead(DetectHead):
         proto_channels = proto_channels or max(finest.channels, 32)
         self.proto_stride = finest.stride // proto_upsample
         self.proto_inputs = [self.in_features[0]]
+        if proto_level == "auto":
+            # Backbones that return no finer level (most but cspdarknet_*) keep the coarse prototypes.
+            finer = [
+                key
+                for key, spec in in_specs.items()
+                if spec.stride < finest.stride and finest.stride % spec.stride == 0
+            ]
+            proto_level = max(finer, key=lambda key: in_specs[key].stride) if finer and proto_upsample == 1 else None
         if proto_level is not None:
             if proto_level not in in_specs:
                 raise ValueError(
