@@ -118,7 +118,9 @@ class SegmentHead(DetectHead):
                 for key, spec in in_specs.items()
                 if spec.stride < finest.stride and finest.stride % spec.stride == 0
             ]
-            proto_level = max(finer, key=lambda key: in_specs[key].stride) if finer and proto_upsample == 1 else None
+            proto_level = (
+                max(finer, key=lambda key: in_specs[key].stride) if finer and proto_upsample == 1 else None
+            )
         if proto_level is not None:
             if proto_level not in in_specs:
                 raise ValueError(
