@@ -112,7 +112,7 @@ class SegmentHead(DetectHead):
         self.proto_stride = finest.stride // proto_upsample
         self.proto_inputs = [self.in_features[0]]
         if proto_level == "auto":
-            # Backbones that return no finer level (most but cspdarknet_*) keep the coarse prototypes.
+            # Backbones that return no finer level (by default all but cspdarknet_*) keep the coarse prototypes.
             finer = [
                 key
                 for key, spec in in_specs.items()
