@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from detect.models.heads import SegmentHead
+from detect.models.heads.postprocess import crop_to_boxes
 from detect.structures import FeatureSpec, Targets
 
 SPECS = {
@@ -90,3 +91,47 @@ def test_the_mask_loss_reaches_the_detail_level_only_when_asked(detail_grad: flo
 def test_bad_prototype_settings_are_named(options: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         SegmentHead(SPECS, num_classes=2, **options)
+
+
+def dense_mask_loss(head: SegmentHead, outputs, targets: list[Targets], assignment) -> torch.Tensor:
+    """The mask loss by its definition: BCE over every prototype pixel of every positive, weighted by
+    whether the pixel's centre lies in the object's box."""
+    protos = outputs.protos.float()
+    height, width = protos.shape[-2:]
+    total = []
+    for image, anchor in assignment.foreground.nonzero().tolist():
+        target_index = int(assignment.gt_index[image, anchor])
+        logits = (outputs.mask_coefs[image, anchor].float() @ protos[image].flatten(1)).view(height, width)
+        gt = torch.nn.functional.adaptive_avg_pool2d(
+            targets[image].masks[target_index][None, None].float(), (height, width)
+        )[0, 0]
+        box = targets[image].boxes[target_index] / head.proto_stride
+        inside = crop_to_boxes(torch.ones(1, height, width), box[None])[0]
+        per_pixel = torch.nn.functional.binary_cross_entropy_with_logits(logits, gt, reduction="none")
+        total.append((per_pixel * inside).sum() / inside.sum().clamp(min=1.0))
+    return torch.stack(total).mean()
+
+
+def test_the_mask_loss_on_the_pixels_in_each_box_equals_its_dense_definition() -> None:
+    torch.manual_seed(0)
+    head = SegmentHead(SPECS, num_classes=2, num_protos=4, proto_level="p2", topk=3)
+    batch = []
+    # Boxes of many sizes, edges on and between pixel centres, one clipped at the border, one
+    # image with a single object and one with three.
+    for boxes in (
+        [[10.0, 12.0, 38.0, 50.0]],
+        [[0.0, 0.0, 64.0, 64.0], [2.0, 6.0, 10.0, 9.0], [50.5, 40.0, 64.0, 63.9]],
+    ):
+        boxes = torch.tensor(boxes)
+        masks = (torch.rand(len(boxes), SIZE, SIZE) > 0.5).to(torch.uint8)
+        batch.append(Targets(boxes, torch.zeros(len(boxes), dtype=torch.long), masks=masks))
+    feats = {key: torch.cat([value, features(seed=1)[key]]) for key, value in features().items()}
+    outputs = head(feats)
+    assignment, _ = head.assign(outputs, batch)
+    assert assignment.foreground.sum() > 4
+    fast = head.mask_loss(outputs, batch, assignment)
+    reference = dense_mask_loss(head, outputs, batch, assignment)
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-6)
+    fast_grad = torch.autograd.grad(fast, outputs.protos, retain_graph=True)[0]
+    reference_grad = torch.autograd.grad(reference, outputs.protos)[0]
+    torch.testing.assert_close(fast_grad, reference_grad, rtol=1e-4, atol=1e-7)

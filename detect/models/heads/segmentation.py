@@ -189,19 +189,31 @@ class SegmentHead(DetectHead):
         batch_index, anchor_index = foreground.nonzero(as_tuple=True)
         gt_index = assignment.gt_index[batch_index, anchor_index]
         coefs = outputs.mask_coefs[batch_index, anchor_index].float()
-        # One matmul per image (not per object), so the prototypes are never copied per positive.
-        logits = torch.empty((len(batch_index), proto_h * proto_w), device=protos.device)
-        for image in range(protos.shape[0]):
-            selected = batch_index == image
-            if selected.any():
-                logits[selected] = (coefs[selected] @ protos[image].flatten(1)).float()
-        logits = logits.view(-1, proto_h, proto_w)
-        target = gt_masks[batch_index, gt_index]
+        # Each image's positives as rows of one padded block: a single batched matmul whose backward
+        # is one scatter, and the prototypes are never copied per positive.
+        counts = torch.bincount(batch_index, minlength=protos.shape[0])
+        row = torch.arange(len(batch_index), device=protos.device) - (counts.cumsum(0) - counts)[batch_index]
+        padded = coefs.new_zeros(protos.shape[0], int(counts.max()), protos.shape[1])
+        padded[batch_index, row] = coefs
+        logits = torch.bmm(padded, protos.flatten(2))
+        # Only the pixels whose centres fall inside the object's box count, and most boxes are small:
+        # the loss is taken on those pixels alone rather than on a whole map per positive.
         boxes = gt_boxes[batch_index, gt_index] / self.proto_stride
-        per_pixel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-        inside = crop_to_boxes(torch.ones_like(per_pixel), boxes)
-        per_instance = (per_pixel * inside).sum(dim=(1, 2)) / inside.sum(dim=(1, 2)).clamp(min=1.0)
-        return per_instance.mean()
+        centres_x = torch.arange(proto_w, device=protos.device, dtype=boxes.dtype) + 0.5
+        centres_y = torch.arange(proto_h, device=protos.device, dtype=boxes.dtype) + 0.5
+        inside_x = (centres_x >= boxes[:, 0:1]) & (centres_x < boxes[:, 2:3])
+        inside_y = (centres_y >= boxes[:, 1:2]) & (centres_y < boxes[:, 3:4])
+        instance, ys, xs = (inside_y[:, :, None] & inside_x[:, None, :]).nonzero(as_tuple=True)
+        pixel = ys * proto_w + xs
+        area = proto_h * proto_w
+        pixel_logits = logits.view(-1)[(batch_index * padded.shape[1] + row)[instance] * area + pixel]
+        pixel_target = gt_masks.view(-1)[
+            (batch_index * gt_masks.shape[1] + gt_index)[instance] * area + pixel
+        ]
+        per_pixel = F.binary_cross_entropy_with_logits(pixel_logits, pixel_target, reduction="none")
+        sums = per_pixel.new_zeros(len(batch_index)).index_add_(0, instance, per_pixel)
+        sizes = torch.bincount(instance, minlength=len(batch_index)).clamp(min=1)
+        return (sums / sizes).mean()
 
     def decode(self, outputs: SegmentOutputs) -> Decoded:
         decoded = super().decode(outputs)
