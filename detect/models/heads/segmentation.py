@@ -191,9 +191,8 @@ class SegmentHead(DetectHead):
         coefs = outputs.mask_coefs[batch_index, anchor_index].float()
         # Each image's positives as rows of one padded block: a single batched matmul whose backward
         # is one scatter, and the prototypes are never copied per positive.
-        counts = torch.bincount(batch_index, minlength=protos.shape[0])
-        row = torch.arange(len(batch_index), device=protos.device) - (counts.cumsum(0) - counts)[batch_index]
-        padded = coefs.new_zeros(protos.shape[0], int(counts.max()), protos.shape[1])
+        row = (foreground.cumsum(dim=1) - 1)[batch_index, anchor_index]
+        padded = coefs.new_zeros(protos.shape[0], int(foreground.sum(dim=1).max()), protos.shape[1])
         padded[batch_index, row] = coefs
         logits = torch.bmm(padded, protos.flatten(2))
         # Only the pixels whose centres fall inside the object's box count, and most boxes are small:
@@ -212,7 +211,7 @@ class SegmentHead(DetectHead):
         ]
         per_pixel = F.binary_cross_entropy_with_logits(pixel_logits, pixel_target, reduction="none")
         sums = per_pixel.new_zeros(len(batch_index)).index_add_(0, instance, per_pixel)
-        sizes = torch.bincount(instance, minlength=len(batch_index)).clamp(min=1)
+        sizes = (inside_x.sum(dim=1) * inside_y.sum(dim=1)).clamp(min=1)
         return (sums / sizes).mean()
 
     def decode(self, outputs: SegmentOutputs) -> Decoded:
