@@ -189,12 +189,14 @@ class SegmentHead(DetectHead):
         batch_index, anchor_index = foreground.nonzero(as_tuple=True)
         gt_index = assignment.gt_index[batch_index, anchor_index]
         coefs = outputs.mask_coefs[batch_index, anchor_index].float()
-        # Each image's positives as rows of one padded block: a single batched matmul whose backward
-        # is one scatter, and the prototypes are never copied per positive.
-        row = (foreground.cumsum(dim=1) - 1)[batch_index, anchor_index]
-        padded = coefs.new_zeros(protos.shape[0], int(foreground.sum(dim=1).max()), protos.shape[1])
-        padded[batch_index, row] = coefs
-        logits = torch.bmm(padded, protos.flatten(2))
+        # One matmul per image (positives come image by image from nonzero), so the prototypes are
+        # never copied per positive and no image is padded to the most crowded one; unbind, not
+        # indexing, so that the backward stacks the images' gradients once.
+        per_image = protos.flatten(2).unbind(0)
+        counts = foreground.sum(dim=1).tolist()
+        logits = torch.cat(
+            [part @ per_image[image] for image, part in enumerate(coefs.split(counts)) if counts[image]]
+        )
         # Only the pixels whose centres fall inside the object's box count, and most boxes are small:
         # the loss is taken on those pixels alone rather than on a whole map per positive.
         boxes = gt_boxes[batch_index, gt_index] / self.proto_stride
@@ -205,7 +207,7 @@ class SegmentHead(DetectHead):
         instance, ys, xs = (inside_y[:, :, None] & inside_x[:, None, :]).nonzero(as_tuple=True)
         pixel = ys * proto_w + xs
         area = proto_h * proto_w
-        pixel_logits = logits.view(-1)[(batch_index * padded.shape[1] + row)[instance] * area + pixel]
+        pixel_logits = logits.view(-1)[instance * area + pixel]
         pixel_target = gt_masks.view(-1)[
             (batch_index * gt_masks.shape[1] + gt_index)[instance] * area + pixel
         ]
