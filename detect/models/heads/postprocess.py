@@ -26,6 +26,7 @@ __all__ = [
     "Selection",
     "assemble_masks",
     "clip_boxes",
+    "box_columns_and_rows",
     "crop_to_boxes",
     "finalize",
     "finish",
@@ -174,14 +175,20 @@ def clip_boxes(boxes: Tensor, height: int, width: int) -> Tensor:
     return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1)
 
 
+def box_columns_and_rows(boxes: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
+    """``(N, W)`` and ``(N, H)`` bool: the columns and rows of an ``H x W`` map whose pixel centres
+    lie in each of the ``(N, 4)`` xyxy boxes (in the map's pixel units)."""
+    xs = torch.arange(width, device=boxes.device, dtype=boxes.dtype) + 0.5
+    ys = torch.arange(height, device=boxes.device, dtype=boxes.dtype) + 0.5
+    columns = (xs >= boxes[:, 0:1]) & (xs < boxes[:, 2:3])
+    rows = (ys >= boxes[:, 1:2]) & (ys < boxes[:, 3:4])
+    return columns, rows
+
+
 def crop_to_boxes(masks: Tensor, boxes: Tensor) -> Tensor:
     """Zero ``(N, H, W)`` masks outside their ``(N, 4)`` xyxy boxes (in the masks' pixel units)."""
-    height, width = masks.shape[-2:]
-    xs = torch.arange(width, device=masks.device, dtype=boxes.dtype)[None, None, :] + 0.5
-    ys = torch.arange(height, device=masks.device, dtype=boxes.dtype)[None, :, None] + 0.5
-    x0, y0, x1, y1 = boxes[:, :, None, None].unbind(1)
-    inside = (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
-    return masks * inside
+    columns, rows = box_columns_and_rows(boxes, *masks.shape[-2:])
+    return masks * (rows[:, :, None] & columns[:, None, :])
 
 
 def assemble_masks(

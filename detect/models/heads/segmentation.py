@@ -10,7 +10,12 @@ from torch import Tensor, nn
 
 from detect.models.heads.assigner import Assignment
 from detect.models.heads.detection import DetectHead, DetectOutputs, pad_targets
-from detect.models.heads.postprocess import Decoded, PostprocessConfig, crop_to_boxes
+from detect.models.heads.postprocess import (
+    Decoded,
+    PostprocessConfig,
+    box_columns_and_rows,
+    crop_to_boxes,
+)
 from detect.models.layers import conv_bn_act, scale_grad
 from detect.structures import FeatureSpec, Targets
 
@@ -200,10 +205,8 @@ class SegmentHead(DetectHead):
         # Only the pixels whose centres fall inside the object's box count, and most boxes are small:
         # the loss is taken on those pixels alone rather than on a whole map per positive.
         boxes = gt_boxes[batch_index, gt_index] / self.proto_stride
-        centres_x = torch.arange(proto_w, device=protos.device, dtype=boxes.dtype) + 0.5
-        centres_y = torch.arange(proto_h, device=protos.device, dtype=boxes.dtype) + 0.5
-        inside_x = (centres_x >= boxes[:, 0:1]) & (centres_x < boxes[:, 2:3])
-        inside_y = (centres_y >= boxes[:, 1:2]) & (centres_y < boxes[:, 3:4])
+        # The same pixels that crop_to_boxes keeps at inference.
+        inside_x, inside_y = box_columns_and_rows(boxes, proto_h, proto_w)
         instance, ys, xs = (inside_y[:, :, None] & inside_x[:, None, :]).nonzero(as_tuple=True)
         pixel = ys * proto_w + xs
         area = proto_h * proto_w
