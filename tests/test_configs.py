@@ -56,6 +56,22 @@ def test_mosaics_are_on_for_boxes_and_masks_and_off_for_keypoints(
     assert compose_config(overrides).data.augment.mosaic == mosaic
 
 
+@pytest.mark.parametrize(
+    ("overrides", "scale"),
+    [
+        ([], 1.0),
+        (["data=coco"], 1.0),
+        (["head=pose"], 1.2),
+        (["head=segment", "data=coco"], 1.2),
+        (["head=pose", "experiment=overfit"], 1.0),
+        (["head=segment", "data.val_scale=1.0"], 1.0),
+    ],
+)
+def test_masks_and_keypoints_are_validated_and_shipped_enlarged(overrides: list[str], scale: float) -> None:
+    # Measured per head (docs/recipes.md): the detector ships at its training size for speed.
+    assert compose_config(overrides).data.val_scale == scale
+
+
 def test_no_config_restates_channels_or_strides() -> None:
     for group in ("neck", "head"):
         for option in options(group):

@@ -17,7 +17,7 @@ from detect.data.collate import collate
 from detect.data.mosaic import Mosaic
 from detect.data.sampler import ResumableOrder
 from detect.data.synthetic import ShapesConfig, ensure_shapes
-from detect.data.transforms import AugmentConfig, build_transforms
+from detect.data.transforms import AugmentConfig, build_transforms, val_image_size
 from detect.structures import Batch
 
 __all__ = ["CocoDataModule", "ShapesDataModule"]
@@ -32,6 +32,10 @@ class CocoDataModule(ResumableOrder, L.LightningDataModule):
         train_ann, train_images: training json and image folder.
         val_ann, val_images: validation json and image folder.
         image_size: side of the square network input; images are letterboxed to it.
+        val_scale: validation, and the model the run ships (the checkpoint's inference size),
+            letterbox to ``image_size * val_scale``, rounded to a multiple of 32
+            (:func:`val_image_size`): small objects are seen better enlarged, so a model trained
+            at 320 can predict at 384 (1.2).
         batch_size: training batch size.
         val_batch_size: validation batch size.
         num_workers: loader worker processes.
@@ -55,6 +59,7 @@ class CocoDataModule(ResumableOrder, L.LightningDataModule):
         val_ann: str | None = None,
         val_images: str | None = None,
         image_size: int = 640,
+        val_scale: float = 1.0,
         batch_size: int = 8,
         val_batch_size: int = 16,
         num_workers: int = 2,
@@ -78,6 +83,7 @@ class CocoDataModule(ResumableOrder, L.LightningDataModule):
         self.train_ann, self.train_images = train_ann, train_images
         self.val_ann, self.val_images = val_ann, val_images
         self.image_size = image_size
+        self.val_image_size = val_image_size(image_size, val_scale)
         self.batch_size, self.val_batch_size = batch_size, val_batch_size
         self.num_workers = num_workers
         self.augment = AugmentConfig(**augment) if augment else None
@@ -139,11 +145,12 @@ class CocoDataModule(ResumableOrder, L.LightningDataModule):
     ) -> CocoDetection:
         if not ann or not images:
             raise ValueError(f"set data.{split}_ann and data.{split}_images")
+        size = self.image_size if split == "train" else self.val_image_size
         return CocoDetection(
             ann,
             images,
-            build_transforms(self.image_size, augment),
-            self.image_size,
+            build_transforms(size, augment),
+            size,
             categories=categories,
             keypoint_sigma=self.keypoint_sigma,
             missing_images=self.missing_images,

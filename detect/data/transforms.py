@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import albumentations as A
 import cv2
 
-__all__ = ["AugmentConfig", "build_transforms", "letterbox_params"]
+__all__ = ["AugmentConfig", "build_transforms", "letterbox_params", "val_image_size"]
 
 PAD_VALUE = 114
 
@@ -44,6 +44,16 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.close_mosaic, int) or self.close_mosaic < 0:
             raise ValueError(f"data.augment.close_mosaic must be an integer >= 0, got {self.close_mosaic!r}")
+
+
+def val_image_size(image_size: int, val_scale: float = 1.0) -> int:
+    """The side validation and the shipped model run at: ``image_size * val_scale``, rounded to a
+    multiple of 32 (every catalogue backbone's largest stride)."""
+    if isinstance(val_scale, bool) or not isinstance(val_scale, (int, float)) or not 0.25 <= val_scale <= 4:
+        raise ValueError(f"data.val_scale must be a number from 0.25 to 4, got {val_scale!r}")
+    if val_scale == 1:
+        return image_size
+    return max(32, int(round(image_size * val_scale / 32)) * 32)
 
 
 def letterbox_params(height: int, width: int, image_size: int) -> tuple[float, tuple[float, float]]:

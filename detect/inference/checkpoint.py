@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import torch
 
 from detect import __version__
 from detect.data.coco import CategoryMap
+from detect.data.transforms import val_image_size
 from detect.models.detector import Detector
 
 __all__ = [
@@ -39,6 +41,12 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit this version of the model code."""
 
 
+def inference_size(data: Mapping[str, Any]) -> int:
+    """The side a run's model is validated and shipped at: its training ``data.image_size``
+    scaled by ``data.val_scale`` where the run set one."""
+    return val_image_size(int(data["image_size"]), float(data.get("val_scale") or 1.0))
+
+
 @dataclass
 class TrainedModel:
     """What a checkpoint holds for inference.
@@ -57,7 +65,8 @@ class TrainedModel:
 
     @property
     def image_size(self) -> int:
-        return int(self.config["data"]["image_size"])
+        """The side it predicts at (:func:`inference_size` of its data config)."""
+        return inference_size(self.config["data"])
 
     @property
     def choices(self) -> dict[str, str]:

@@ -21,6 +21,7 @@ from detect.data.transforms import build_transforms
 from detect.eval.coco import CocoEvaluator
 from detect.eval.tables import format_metrics
 from detect.inference import load, load_checkpoint
+from detect.inference.checkpoint import inference_size
 
 __all__ = ["evaluate"]
 
@@ -71,7 +72,7 @@ def _evaluate_checkpoint(cfg: DictConfig) -> tuple[dict[str, float], list[dict],
     datamodule = CocoDataModule(
         val_ann=data.val_ann or trained.val_ann,
         val_images=data.val_images or trained.val_images,
-        image_size=data.image_size or trained.image_size,
+        image_size=data.image_size or inference_size(trained),
         val_batch_size=data.batch_size,
         num_workers=data.num_workers,
         missing_images=data.missing_images,

@@ -22,6 +22,7 @@ from PIL import Image
 from detect.data.images import ImageFault, read_image
 from detect.eval.coco import results_to_detections
 from detect.eval.tables import format_metrics
+from detect.inference.checkpoint import inference_size
 from detect.inference.visualize import draw_detections
 from detect.tasks.callbacks import EpochTimer
 from detect.tasks.checkpoint import warm_start
@@ -247,6 +248,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
         else _detection_task(cfg, datamodule, config)
     )
     task.model.check_input_size(cfg.data.image_size, cfg.data.image_size)
+    if not classifier:  # what the run validates and ships at, from data.val_scale
+        size = inference_size(cfg.data)
+        try:
+            task.model.check_input_size(size, size)
+        except ValueError as error:
+            raise ValueError(f"data.val_scale={cfg.data.val_scale} gives {size} px: {error}") from None
     if cfg.get("init_from"):
         report = warm_start(task.model, cfg.init_from)
         print(f"init_from {cfg.init_from}: {report.summary()}")
@@ -281,7 +288,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         )
         return metrics
     if cfg.get("measure_cost", True):
-        cost, latency = _model_cost(task, ckpt_path, cfg.data.image_size)
+        cost, latency = _model_cost(task, ckpt_path, inference_size(cfg.data))
         extra |= cost
         timing |= latency
     write_outputs(output_dir, metrics, task.val_results, extra, timing)

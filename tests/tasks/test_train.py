@@ -168,6 +168,51 @@ def test_wrong_input_size_says_which_multiple(train_cfg_module) -> None:
         train(cfg)
 
 
+def test_val_scale_sets_where_validation_and_the_shipped_model_run(
+    train_cfg_module, tiny_shapes: Path
+) -> None:
+    """Trained at 128 px with val_scale 1.25: validated and shipped at 160. The val set letterboxes
+    to 160, the training set stays at 128, and the checkpoint's predictor (what predict, export,
+    eval and serve load) runs at 160."""
+    from detect import load
+    from detect.data.datamodule import CocoDataModule
+
+    root = tiny_shapes
+    datamodule = CocoDataModule(
+        f"{root}/annotations/instances_train.json",
+        f"{root}/images/train",
+        f"{root}/annotations/instances_val.json",
+        f"{root}/images/val",
+        image_size=128,
+        val_scale=1.25,
+        num_workers=0,
+    )
+    datamodule.setup("fit")
+    assert datamodule.train_set[0].image.shape[-2:] == (128, 128)
+    assert datamodule.val_set[0].image.shape[-2:] == (160, 160)
+
+    cfg = train_cfg_module(["trainer.fast_dev_run=true", "data.val_scale=1.25"])
+    train(cfg)
+    predictor = load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+    assert predictor.image_size == 160
+    results = predictor.predict(np.zeros((100, 120, 3), np.uint8))
+    assert results[0].boxes.shape[-1] == 4
+
+
+@pytest.mark.parametrize(("scale", "size"), [(1.0, 320), (1.2, 384), (1.1, 352), (0.5, 160), (1.01, 320)])
+def test_val_image_size_rounds_to_a_multiple_of_32(scale: float, size: int) -> None:
+    from detect.data.transforms import val_image_size
+
+    assert val_image_size(320, scale) == size
+
+
+def test_a_bad_val_scale_is_named() -> None:
+    from detect.data.datamodule import CocoDataModule
+
+    with pytest.raises(ValueError, match=r"data.val_scale must be a number from 0.25 to 4, got 0"):
+        CocoDataModule(image_size=320, val_scale=0)
+
+
 @pytest.mark.slow
 def test_short_training_learns(train_cfg_module) -> None:
     """A few hundred steps on the tiny set must clearly beat an untrained model."""
