@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from detect.models.heads import SegmentHead
-from detect.models.heads.postprocess import crop_to_boxes
+from detect.models.heads.postprocess import assemble_masks, crop_to_boxes, logit_threshold
 from detect.structures import FeatureSpec, Targets
 
 SPECS = {
@@ -135,3 +135,29 @@ def test_the_mask_loss_on_the_pixels_in_each_box_equals_its_dense_definition() -
     fast_grad = torch.autograd.grad(fast, outputs.protos, retain_graph=True)[0]
     reference_grad = torch.autograd.grad(reference, outputs.protos)[0]
     torch.testing.assert_close(fast_grad, reference_grad, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.3, 0.9])
+def test_masks_thresholded_on_logits_are_those_of_the_sigmoid(threshold: float) -> None:
+    """assemble_masks compares logits with logit(threshold) and crops in bool: the masks are the
+    probability rule's, cropped by multiplication as before, pixel for pixel."""
+    generator = torch.Generator().manual_seed(0)
+    coefs = torch.randn(6, 8, generator=generator)
+    protos = torch.randn(8, 24, 24, generator=generator)
+    boxes = torch.tensor([[0.0, 0.0, 96.0, 96.0], [10.3, 4.0, 50.0, 33.7], [60.0, 60.0, 61.0, 95.0]]).repeat(
+        2, 1
+    )
+    masks = assemble_masks(coefs, protos, boxes, (96, 96), threshold)
+    logits = (coefs @ protos.flatten(1)).view(-1, 24, 24)
+    logits = torch.nn.functional.interpolate(
+        logits[None], size=(96, 96), mode="bilinear", align_corners=False
+    )[0]
+    expected = crop_to_boxes((logits.sigmoid() > threshold).float(), boxes) > 0
+    assert masks.dtype == torch.bool and masks.any()
+    torch.testing.assert_close(masks, expected, rtol=0, atol=0)
+
+
+def test_logit_threshold_covers_the_ends() -> None:
+    assert logit_threshold(0.5) == 0.0
+    assert logit_threshold(0.0) == float("-inf") and logit_threshold(1.0) == float("inf")
+    assert torch.sigmoid(torch.tensor(logit_threshold(0.8) + 1e-4)) > 0.8

@@ -9,6 +9,7 @@ and, traced, the NMS-inside-the-graph variant of an export.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -186,9 +187,21 @@ def box_columns_and_rows(boxes: Tensor, height: int, width: int) -> tuple[Tensor
 
 
 def crop_to_boxes(masks: Tensor, boxes: Tensor) -> Tensor:
-    """Zero ``(N, H, W)`` masks outside their ``(N, 4)`` xyxy boxes (in the masks' pixel units)."""
+    """Zero (or, for bool masks, clear) ``(N, H, W)`` masks outside their ``(N, 4)`` xyxy boxes
+    (in the masks' pixel units)."""
     columns, rows = box_columns_and_rows(boxes, *masks.shape[-2:])
-    return masks * (rows[:, :, None] & columns[:, None, :])
+    inside = rows[:, :, None] & columns[:, None, :]
+    return masks & inside if masks.dtype == torch.bool else masks * inside
+
+
+def logit_threshold(threshold: float) -> float:
+    """The logit above which ``sigmoid(logit) > threshold``: masks are thresholded before any
+    sigmoid, which would cost a pass over every mask pixel for the same answer."""
+    if threshold <= 0:
+        return -math.inf
+    if threshold >= 1:
+        return math.inf
+    return math.log(threshold / (1 - threshold))
 
 
 def assemble_masks(
@@ -201,7 +214,7 @@ def assemble_masks(
         return torch.zeros((0, height, width), dtype=torch.bool, device=protos.device)
     logits = (coefs.float() @ protos.float().flatten(1)).view(-1, *protos.shape[-2:])
     logits = F.interpolate(logits[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-    return crop_to_boxes((logits.sigmoid() > threshold).float(), boxes) > 0
+    return crop_to_boxes(logits > logit_threshold(threshold), boxes)
 
 
 def refine_grid(patch: int, device: torch.device | None = None) -> Tensor:
@@ -303,7 +316,7 @@ def finish(
             protos = decoded.protos.float()[selection.batch_index]  # (N, P, h, w)
             logits = (coefs.float()[:, None, :] @ protos.flatten(2)).view(-1, *protos.shape[-2:])
             logits = F.interpolate(logits[None], size=input_size, mode="bilinear", align_corners=False)[0]
-            masks = crop_to_boxes((logits.sigmoid() > config.mask_thresh).float(), selection.boxes) > 0
+            masks = crop_to_boxes(logits > logit_threshold(config.mask_thresh), selection.boxes)
         extras["masks"] = masks
     if decoded.keypoints is not None:
         keypoints = decoded.keypoints[selection.batch_index, selection.anchor_index].float()
