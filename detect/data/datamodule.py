@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from detect.data.coco import CategoryMap, CocoDetection
 from detect.data.collate import collate
 from detect.data.mosaic import Mosaic
+from detect.data.resize import early_image_size, resize_batch
 from detect.data.sampler import ResumableOrder
 from detect.data.synthetic import ShapesConfig, ensure_shapes
 from detect.data.transforms import AugmentConfig, build_transforms, val_image_size
@@ -84,6 +85,8 @@ class CocoDataModule(ResumableOrder, L.LightningDataModule):
         self.val_ann, self.val_images = val_ann, val_images
         self.image_size = image_size
         self.val_image_size = val_image_size(image_size, val_scale)
+        # What training batches are downscaled to in this epoch (set_epoch; progressive resizing).
+        self.train_image_size = image_size
         self.batch_size, self.val_batch_size = batch_size, val_batch_size
         self.num_workers = num_workers
         self.augment = AugmentConfig(**augment) if augment else None
@@ -167,7 +170,17 @@ class CocoDataModule(ResumableOrder, L.LightningDataModule):
         return None if batch is None else batch.to(device)
 
     def set_epoch(self, epoch: int, max_epochs: int | None) -> None:
-        """Mosaics stop for the last ``augment.close_mosaic`` epochs (called at each epoch start)."""
+        """Mosaics stop for the last ``augment.close_mosaic`` epochs, and training batches are
+        downscaled for the first ``augment.early_epochs`` (called at each epoch start)."""
+        if self.augment is not None and self.augment.early_epochs:
+            size = (
+                early_image_size(self.image_size, self.augment.early_scale)
+                if epoch < self.augment.early_epochs
+                else self.image_size
+            )
+            if size != self.train_image_size:
+                log.info("training at %d px from epoch %d (data.augment.early_epochs)", size, epoch)
+            self.train_image_size = size
         if self._mosaic is None:
             return
         close = self.augment.close_mosaic
@@ -175,6 +188,18 @@ class CocoDataModule(ResumableOrder, L.LightningDataModule):
         if self._mosaic.enabled and not on:
             log.info("mosaic off for the last %d epochs (data.augment.close_mosaic)", close)
         self._mosaic.enable(on)
+
+    def on_after_batch_transfer(self, batch: Batch | None, dataloader_idx: int) -> Batch | None:
+        # On the training process, after the workers: they keep drawing at image_size whatever the epoch.
+        trainer = self.trainer
+        if (
+            batch is None
+            or trainer is None
+            or not trainer.training
+            or self.train_image_size == self.image_size
+        ):
+            return batch
+        return resize_batch(batch, self.train_image_size)
 
     def train_dataloader(self) -> DataLoader:
         dataset: Dataset = self.train_set

@@ -26,6 +26,9 @@ class AugmentConfig:
         mosaic: probability that a training image is a mosaic of four (:mod:`detect.data.mosaic`).
         mosaic_scale: range of the mosaic window's zoom (1: objects keep their size).
         close_mosaic: the last epochs train without mosaics.
+        early_scale, early_epochs: progressive resizing: the first ``early_epochs`` epochs train on
+            batches downscaled to ``image_size * early_scale`` (a multiple of 32), which take fewer
+            pixels a step (:mod:`detect.data.resize`); 0 epochs turns it off.
     """
 
     hflip: float = 0.5
@@ -40,10 +43,17 @@ class AugmentConfig:
     mosaic: float = 0.0
     mosaic_scale: tuple[float, float] = (0.75, 1.25)
     close_mosaic: int = 2
+    early_scale: float = 1.0
+    early_epochs: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.close_mosaic, int) or self.close_mosaic < 0:
-            raise ValueError(f"data.augment.close_mosaic must be an integer >= 0, got {self.close_mosaic!r}")
+        for name in ("close_mosaic", "early_epochs"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"data.augment.{name} must be an integer >= 0, got {value!r}")
+        scale = self.early_scale
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0.25 <= scale <= 1:
+            raise ValueError(f"data.augment.early_scale must be a number from 0.25 to 1, got {scale!r}")
 
 
 def val_image_size(image_size: int, val_scale: float = 1.0) -> int:

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 
 from detect.data.images import ImageFault, read_image
+from detect.data.resize import early_image_size
 from detect.eval.coco import results_to_detections
 from detect.eval.tables import format_metrics
 from detect.inference.checkpoint import inference_size
@@ -254,6 +255,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
             task.model.check_input_size(size, size)
         except ValueError as error:
             raise ValueError(f"data.val_scale={cfg.data.val_scale} gives {size} px: {error}") from None
+        early = getattr(datamodule, "augment", None)
+        if early is not None and early.early_epochs:
+            size = early_image_size(cfg.data.image_size, early.early_scale)
+            try:
+                task.model.check_input_size(size, size)
+            except ValueError as error:
+                raise ValueError(
+                    f"data.augment.early_scale={early.early_scale} gives {size} px: {error}"
+                ) from None
     if cfg.get("init_from"):
         report = warm_start(task.model, cfg.init_from)
         print(f"init_from {cfg.init_from}: {report.summary()}")
