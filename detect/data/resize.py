@@ -7,14 +7,15 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
+from detect.data.transforms import scaled_image_size
 from detect.structures import Batch, Targets
 
 __all__ = ["early_image_size", "resize_batch"]
 
 
 def early_image_size(image_size: int, scale: float) -> int:
-    """``image_size * scale`` rounded to a multiple of 32 (every catalogue backbone's largest stride)."""
-    return max(32, int(round(image_size * scale / 32)) * 32)
+    """The side of the early epochs' batches: ``image_size * scale``, a multiple of 32."""
+    return scaled_image_size(image_size, scale)
 
 
 def _resize_targets(targets: Targets, factor: float) -> Targets:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import albumentations as A
 import cv2
 
-__all__ = ["AugmentConfig", "build_transforms", "letterbox_params", "val_image_size"]
+__all__ = ["AugmentConfig", "build_transforms", "letterbox_params", "scaled_image_size", "val_image_size"]
 
 PAD_VALUE = 114
 
@@ -61,9 +61,12 @@ def val_image_size(image_size: int, val_scale: float = 1.0) -> int:
     multiple of 32 (every catalogue backbone's largest stride)."""
     if isinstance(val_scale, bool) or not isinstance(val_scale, (int, float)) or not 0.25 <= val_scale <= 4:
         raise ValueError(f"data.val_scale must be a number from 0.25 to 4, got {val_scale!r}")
-    if val_scale == 1:
-        return image_size
-    return max(32, int(round(image_size * val_scale / 32)) * 32)
+    return image_size if val_scale == 1 else scaled_image_size(image_size, val_scale)
+
+
+def scaled_image_size(image_size: int, scale: float) -> int:
+    """``image_size * scale`` rounded to a multiple of 32 (every catalogue backbone's largest stride)."""
+    return max(32, int(round(image_size * scale / 32)) * 32)
 
 
 def letterbox_params(height: int, width: int, image_size: int) -> tuple[float, tuple[float, float]]:
