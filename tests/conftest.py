@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
+from detect.data.datamodule import CocoDataModule
 from detect.data.synthetic import ShapesConfig, generate_shapes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,6 +36,17 @@ def tiny_shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 24 + 8 image shapes set at 128 px."""
     root = tmp_path_factory.mktemp("shapes")
     return generate_shapes(root, ShapesConfig(num_train=24, num_val=8, image_size=128, seed=3))
+
+
+def shapes_datamodule(shapes_root: Path, **options) -> CocoDataModule:
+    """A data module over a generated shapes set's train and val splits (main process by default)."""
+    return CocoDataModule(
+        train_ann=f"{shapes_root}/annotations/instances_train.json",
+        train_images=f"{shapes_root}/images/train",
+        val_ann=f"{shapes_root}/annotations/instances_val.json",
+        val_images=f"{shapes_root}/images/val",
+        **{"num_workers": 0, **options},
+    )
 
 
 def tiny_data(shapes_root: Path) -> list[str]:

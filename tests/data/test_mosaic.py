@@ -11,6 +11,7 @@ from detect.data.coco import Sample
 from detect.data.datamodule import CocoDataModule
 from detect.data.mosaic import Mosaic
 from detect.structures import ImageMeta, Targets
+from tests.conftest import shapes_datamodule
 
 SIZE = 64
 COLOURS = [(250, 10, 10), (10, 250, 10), (10, 10, 250), (250, 250, 10)]
@@ -91,15 +92,8 @@ def test_bad_mosaic_settings_are_config_errors() -> None:
 
 
 def test_the_data_module_closes_mosaics_for_the_last_epochs(tiny_shapes: Path) -> None:
-    data = CocoDataModule(
-        train_ann=f"{tiny_shapes}/annotations/instances_train.json",
-        train_images=f"{tiny_shapes}/images/train",
-        val_ann=f"{tiny_shapes}/annotations/instances_val.json",
-        val_images=f"{tiny_shapes}/images/val",
-        image_size=128,
-        batch_size=4,
-        num_workers=0,
-        augment={"mosaic": 1.0, "close_mosaic": 2},
+    data = shapes_datamodule(
+        tiny_shapes, image_size=128, batch_size=4, augment={"mosaic": 1.0, "close_mosaic": 2}
     )
     data.setup("fit")
     loader = data.train_dataloader()

@@ -13,6 +13,7 @@ from detect.data.datamodule import CocoDataModule
 from detect.data.resize import early_image_size, resize_batch
 from detect.structures import Batch, Targets
 from detect.tasks.callbacks import DataEpoch
+from tests.conftest import shapes_datamodule
 
 
 def _batch(size: int = 64) -> Batch:
@@ -123,15 +124,8 @@ class _Tiny(L.LightningModule):
 
 
 def test_the_first_epochs_train_downscaled_and_validation_keeps_its_size(tiny_shapes: Path) -> None:
-    data = CocoDataModule(
-        train_ann=f"{tiny_shapes}/annotations/instances_train.json",
-        train_images=f"{tiny_shapes}/images/train",
-        val_ann=f"{tiny_shapes}/annotations/instances_val.json",
-        val_images=f"{tiny_shapes}/images/val",
-        image_size=128,
-        batch_size=8,
-        num_workers=0,
-        augment={"early_scale": 0.5, "early_epochs": 2},
+    data = shapes_datamodule(
+        tiny_shapes, image_size=128, batch_size=8, augment={"early_scale": 0.5, "early_epochs": 2}
     )
     sizes = _Sizes()
     trainer = L.Trainer(

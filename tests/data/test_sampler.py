@@ -10,6 +10,7 @@ import torch
 
 from detect.data.datamodule import CocoDataModule
 from detect.data.sampler import ResumableSampler
+from tests.conftest import shapes_datamodule
 
 
 def test_an_epoch_order_depends_on_seed_and_epoch_only() -> None:
@@ -47,11 +48,8 @@ def test_ranks_split_the_epoch_and_give_each_item_the_same_seed() -> None:
 
 
 def _module(shapes: Path, workers: int) -> CocoDataModule:
-    module = CocoDataModule(
-        train_ann=f"{shapes}/annotations/instances_train.json",
-        train_images=f"{shapes}/images/train",
-        val_ann=f"{shapes}/annotations/instances_val.json",
-        val_images=f"{shapes}/images/val",
+    module = shapes_datamodule(
+        shapes,
         image_size=96,
         batch_size=4,
         num_workers=workers,

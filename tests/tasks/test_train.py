@@ -14,7 +14,7 @@ from PIL import Image
 from detect.tasks import load_task, train
 from detect.tasks.checkpoint import warm_start
 from detect.tasks.module import DetectionTask
-from tests.conftest import REPO, tiny_train_config
+from tests.conftest import REPO, shapes_datamodule, tiny_train_config
 
 
 @pytest.fixture(scope="module")
@@ -175,18 +175,8 @@ def test_val_scale_sets_where_validation_and_the_shipped_model_run(
     to 160, the training set stays at 128, and the checkpoint's predictor (what predict, export,
     eval and serve load) runs at 160."""
     from detect import load
-    from detect.data.datamodule import CocoDataModule
 
-    root = tiny_shapes
-    datamodule = CocoDataModule(
-        f"{root}/annotations/instances_train.json",
-        f"{root}/images/train",
-        f"{root}/annotations/instances_val.json",
-        f"{root}/images/val",
-        image_size=128,
-        val_scale=1.25,
-        num_workers=0,
-    )
+    datamodule = shapes_datamodule(tiny_shapes, image_size=128, val_scale=1.25)
     datamodule.setup("fit")
     assert datamodule.train_set[0].image.shape[-2:] == (128, 128)
     assert datamodule.val_set[0].image.shape[-2:] == (160, 160)
