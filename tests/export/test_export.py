@@ -97,6 +97,29 @@ def test_exported_file_alone_predicts_like_the_checkpoint(
         detect.load(tmp_path / "mFalse.onnx", image_size=160)
 
 
+def test_exported_decode_multiplies_by_matrices_not_vectors(make_checkpoint, tmp_path: Path) -> None:
+    """ONNX Runtime runs a MatMul by a vector on a slow general path: the DFL's expected distance
+    took 1.0 of a 14 ms forward at 320 px that way, 0.1 ms as a product with a column."""
+    import onnx
+    from onnx import numpy_helper
+
+    path = export_model(make_checkpoint("detect"), "onnx", tmp_path / "m.onnx")
+    graph = onnx.shape_inference.infer_shapes(onnx.load(path)).graph
+    ranks = {
+        value.name: len(value.type.tensor_type.shape.dim)
+        for value in (*graph.value_info, *graph.input, *graph.output)
+    }
+    ranks.update({tensor.name: len(tensor.dims) for tensor in graph.initializer})
+    for node in graph.node:
+        if node.op_type == "Constant":
+            ranks[node.output[0]] = numpy_helper.to_array(node.attribute[0].t).ndim
+    matmuls = [node for node in graph.node if node.op_type == "MatMul"]
+    assert matmuls
+    assert all(ranks[name] >= 2 for node in matmuls for name in node.input), [
+        (node.name, [ranks[name] for name in node.input]) for node in matmuls
+    ]
+
+
 def test_corrupt_and_foreign_onnx_files_are_refused(tmp_path: Path) -> None:
     import onnx
     from onnx import TensorProto, helper

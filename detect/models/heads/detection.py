@@ -175,7 +175,9 @@ class DetectHead(Head):
 
     def decode_boxes(self, outputs: DetectOutputs) -> Tensor:
         """``(B, A, 4)`` xyxy pixel boxes from the expected bin of each side's distribution."""
-        distances = outputs.box_logits.float().softmax(dim=-1) @ self.bins
+        # A (R, 1) matrix, not the (R,) vector: exported, the vector's MatMul runs ONNX Runtime's slow
+        # general path (1.0 of a 14 ms forward at 320 px); the column's is a plain GEMM (0.1 ms).
+        distances = (outputs.box_logits.float().softmax(dim=-1) @ self.bins[:, None]).squeeze(-1)
         distances = distances * outputs.strides
         return torch.cat([outputs.anchors - distances[..., :2], outputs.anchors + distances[..., 2:]], dim=-1)
 
