@@ -6,7 +6,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from detect.models.heads import DetectHead, TaskAlignedAssigner
 from detect.models.heads.assigner import pairwise_box_iou
-from detect.models.heads.detection import pad_targets
+from detect.models.heads.detection import INITIAL_DISTANCE, pad_targets
 from detect.structures import FeatureSpec, Targets
 
 SPECS = {"p3": FeatureSpec(16, 8), "p4": FeatureSpec(16, 16), "p5": FeatureSpec(16, 32)}
@@ -48,6 +48,32 @@ def test_separable_branches_train_and_cost_less() -> None:
     assert flops["separable"] < 0.3 * flops["conv"]
     with pytest.raises(ValueError, match="cls_branch"):
         DetectHead(wide, num_classes=3, cls_branch="dense")
+
+
+def test_direct_regression_head_is_narrow_and_learns_distances() -> None:
+    """reg_max=1: four outputs per anchor, softplus distances, an L1 term in place of the DFL."""
+    wide = {"p3": FeatureSpec(64, 8), "p4": FeatureSpec(128, 16), "p5": FeatureSpec(256, 32)}
+    head = DetectHead(wide, num_classes=3, reg_max=1).eval()
+    assert all(branch[-1].out_channels == 4 and branch[0].out_channels == 16 for branch in head.box_branches)
+    zeros = {k: torch.zeros(1, s.channels, 64 // s.stride, 64 // s.stride) for k, s in wide.items()}
+    outputs = head(zeros)
+    boxes = head.decode_boxes(outputs)[0]
+    half = INITIAL_DISTANCE * outputs.strides
+    torch.testing.assert_close(boxes, torch.cat([outputs.anchors - half, outputs.anchors + half], dim=-1))
+
+    head.train()
+    feats = {
+        k: torch.rand(2, s.channels, 64 // s.stride, 64 // s.stride, requires_grad=True)
+        for k, s in wide.items()
+    }
+    targets = [Targets(torch.tensor([[4.0, 6.0, 40.0, 50.0]]), torch.tensor([2])), Targets.empty()]
+    losses = head.loss(head(feats), targets)
+    assert set(losses) == {"loss_cls", "loss_box", "loss_dist"}
+    assert losses["loss_dist"] > 0
+    sum(losses.values()).backward()
+    assert all(f.grad is not None and f.grad.abs().sum() > 0 for f in feats.values())
+    with pytest.raises(ValueError, match="reg_max"):
+        DetectHead(wide, num_classes=3, reg_max=0)
 
 
 def test_loss_without_any_object_trains_classification_only() -> None:
