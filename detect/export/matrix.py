@@ -80,6 +80,13 @@ def spread_weights(model: nn.Module, images: torch.Tensor, seed: int = 0) -> Non
                 )
                 if module.bias is not None:
                     module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.5)
+    # Box sides start mid-size, as in training: around a zero bias a direct-distance head
+    # (reg_max=1) would draw boxes of a few pixels, whose IoU any rounding moves. (The DFL's
+    # softmax does not change when every bin logit gains the same constant.)
+    head = getattr(model, "head", None)
+    with torch.no_grad():
+        for branch in getattr(head, "box_branches", ()):
+            branch[-1].bias.add_(head.initial_box_bias)
     for norm in (m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)):
         norm.reset_running_stats()
         norm.momentum = None  # a cumulative average over the calibration passes

@@ -76,6 +76,18 @@ def test_parity_matrix_per_backbone_family(tiny_shapes: Path, backbone: str) -> 
     assert not failing, failing
 
 
+def test_direct_regression_head_exports_equal_to_eager(tiny_shapes: Path) -> None:
+    """The narrow head without a distance distribution (reg_max=1: softplus distances) exports too."""
+    from hydra.utils import instantiate
+
+    def build(backbone: str, head: str, categories):  # type: ignore[no-untyped-def]
+        overrides = [f"backbone={backbone}", f"head={head}", "head.reg_max=1", "head.cls_branch=separable"]
+        return instantiate(compose_config(overrides).model)(num_classes=len(categories))
+
+    cells = parity_matrix(build, ["cspdarknet_n"], _heads(tiny_shapes, ["detect"]), ["onnx"], image_size=160)
+    assert cells and all(cell.passed and cell.detections > 0 for cell in cells), cells
+
+
 def test_exported_file_alone_predicts_like_the_checkpoint(
     make_checkpoint, tiny_shapes: Path, tmp_path: Path
 ) -> None:
@@ -99,11 +111,12 @@ def test_exported_file_alone_predicts_like_the_checkpoint(
 
 def test_exported_decode_multiplies_by_matrices_not_vectors(make_checkpoint, tmp_path: Path) -> None:
     """ONNX Runtime runs a MatMul by a vector on a slow general path: the DFL's expected distance
-    took 1.0 of a 14 ms forward at 320 px that way, 0.1 ms as a product with a column."""
+    took 1.0 of a 14 ms forward at 320 px that way, 0.1 ms as a product with a column. (The segment
+    head keeps the DFL; the default detect head has none.)"""
     import onnx
     from onnx import numpy_helper
 
-    path = export_model(make_checkpoint("detect"), "onnx", tmp_path / "m.onnx")
+    path = export_model(make_checkpoint("segment"), "onnx", tmp_path / "m.onnx")
     graph = onnx.shape_inference.infer_shapes(onnx.load(path)).graph
     ranks = {
         value.name: len(value.type.tensor_type.shape.dim)
@@ -249,14 +262,18 @@ def test_int8_export_is_quantized_keeps_its_metadata_and_finds_the_same_objects(
     # Decoding stays fp32: nothing after the last convolutions is quantized.
     source = onnx.load(str(fp32))
     decode = {n.name for n in source.graph.node} - set(network_nodes(source))
-    assert any(n.op_type == "Softmax" for n in source.graph.node if n.name in decode)
+    # The box distances' softplus (the DFL's softmax for reg_max > 1) and the scores' sigmoid.
+    assert {"Softplus", "Sigmoid"} <= {n.op_type for n in source.graph.node if n.name in decode}
     quantized = detect.load(int8, score_thresh=0.05)
     assert quantized.info == reference.info  # the metadata travelled
     val = sorted((tiny_shapes / "images" / "val").glob("*"))[:4]
     ours = [r.detections for r in quantized.predict(val)]
     theirs = [r.detections for r in reference.predict(val)]
     found, total = recall_of(theirs, ours)
-    assert total > 0 and found >= 0.8 * total
+    # A random model's 300 detections per image, near-tied scores and all: the DFL head found 80 %
+    # and more of them again, the direct-distance head 70 % (its boxes move more under 8 bits).
+    # On a trained model INT8 costs 0.007 bbox AP (docs/speed.md); a broken quantization finds none.
+    assert total > 0 and found >= 0.6 * total
 
 
 @pytest.mark.slow
