@@ -20,11 +20,13 @@ from detect.export.matrix import spread_weights
 IMAGE_SIZE = 128
 
 
-def write_checkpoint(path: Path, head: str, shapes_root: Path, backbone: str = "cspdarknet_n") -> Path:
+def write_checkpoint(
+    path: Path, head: str, shapes_root: Path, backbone: str = "cspdarknet_n", overrides: tuple[str, ...] = ()
+) -> Path:
     """A checkpoint with a training checkpoint's layout; weights spread so scores are not all tied."""
     from tests.conftest import compose_config
 
-    cfg = compose_config([f"backbone={backbone}", f"head={head}"])
+    cfg = compose_config([f"backbone={backbone}", f"head={head}", *overrides])
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     ann = shapes_root / "annotations" / "instances_val.json"
     categories = CategoryMap.from_coco(json.loads(ann.read_text())["categories"])
@@ -62,13 +64,15 @@ def write_checkpoint(path: Path, head: str, shapes_root: Path, backbone: str = "
 
 
 @pytest.fixture(scope="session")
-def make_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_shapes: Path) -> Callable[[str], Path]:
-    cache: dict[str, Path] = {}
+def make_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_shapes: Path) -> Callable[..., Path]:
+    cache: dict[tuple[str, ...], Path] = {}
 
-    def make(head: str = "detect") -> Path:
-        if head not in cache:
+    def make(head: str = "detect", *overrides: str) -> Path:
+        """``overrides``: config overrides on top of ``head=...`` (``head.reg_max=16``: the DFL)."""
+        key = (head, *overrides)
+        if key not in cache:
             folder = tmp_path_factory.mktemp(f"ckpt_{head}")
-            cache[head] = write_checkpoint(folder / "last.ckpt", head, tiny_shapes)
-        return cache[head]
+            cache[key] = write_checkpoint(folder / "last.ckpt", head, tiny_shapes, overrides=overrides)
+        return cache[key]
 
     return make

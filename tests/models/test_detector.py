@@ -12,8 +12,8 @@ from tests.conftest import compose_config, options
 KEYPOINTS = KeypointInfo(("head", "left_hand", "right_hand"), ((1, 2), (1, 3)), (0.07, 0.07, 0.07), (1,))
 LOSS_KEYS = {
     "detect": {"loss_cls", "loss_box", "loss_dist"},  # reg_max=1: an L1 distance term, no DFL
-    "segment": {"loss_cls", "loss_box", "loss_dfl", "loss_mask"},
-    "pose": {"loss_cls", "loss_box", "loss_dfl", "loss_keypoint", "loss_visibility", "loss_heatmap"},
+    "segment": {"loss_cls", "loss_box", "loss_dist", "loss_mask"},
+    "pose": {"loss_cls", "loss_box", "loss_dist", "loss_keypoint", "loss_visibility", "loss_heatmap"},
 }
 
 
