@@ -89,6 +89,14 @@ def test_distance_distribution_heads_export_equal_to_eager(tiny_shapes: Path, he
     assert cells and all(cell.passed and cell.detections > 0 for cell in cells), cells
 
 
+def test_pose_refiner_options_export_equal_to_eager(tiny_shapes: Path) -> None:
+    """The refiner's optional inputs and tower (an upsampled coarser level, depthwise convolutions)
+    trace to ONNX and keep parity with eager."""
+    build = partial(_build, overrides=("head.refine_context=[p3]", "head.refine_tower=separable"))
+    cells = parity_matrix(build, ["cspdarknet_n"], _heads(tiny_shapes, ["pose"]), ["onnx"], image_size=128)
+    assert cells and all(cell.passed and cell.detections > 0 for cell in cells), cells
+
+
 def test_exported_file_alone_predicts_like_the_checkpoint(
     make_checkpoint, tiny_shapes: Path, tmp_path: Path
 ) -> None:

@@ -186,3 +186,40 @@ def test_refiner_may_read_a_backbone_level_the_neck_leaves_out() -> None:
 def test_refine_level_must_be_produced() -> None:
     with pytest.raises(ValueError, match="out_features"):
         PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, refine_level="p2")
+
+
+def test_refiner_reads_coarser_context_without_training_it() -> None:
+    # p4 upsampled to p3 joins the refiner's input: the heatmaps stay on p3 but depend on p4.
+    torch.manual_seed(0)
+    head = PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, refine_channels=8, refine_context=["p4", "p5"])
+    assert head.refiner.tower[0][0].in_channels == 16 + 32 + 32
+    head.refiner.tower[-1].weight.data.normal_()  # zero-initialised: flat heatmaps would hide the context
+    inputs = features()
+    before = head(inputs).refine_heatmaps
+    assert before.shape == (1, 6, 8, 8)
+    changed = dict(inputs, p4=torch.rand_like(inputs["p4"]))
+    assert not torch.allclose(head(changed).refine_heatmaps, before)
+    head(inputs).refine_heatmaps.sum().backward()
+    assert inputs["p4"].grad is None and inputs["p3"].grad is None
+
+
+@pytest.mark.parametrize(("context", "message"), [("p2", "not among"), ("p3", "coarser")])
+def test_refine_context_must_be_a_coarser_level(context: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, refine_context=context)
+
+
+def test_separable_refiner_tower_is_cheaper_and_trains() -> None:
+    def tower_params(**kwargs) -> int:
+        head = PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, refine_channels=32, **kwargs)
+        return sum(p.numel() for p in head.refiner.tower.parameters())
+
+    assert tower_params(refine_tower="separable") < tower_params(refine_tower="conv") / 3
+    torch.manual_seed(0)
+    head = PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, refine_tower="separable", refine_context="p4")
+    outputs = head(features())
+    assert outputs.refine_heatmaps.shape == (1, 6, 8, 8)
+    sum(head.loss(outputs, targets()).values()).backward()
+    assert all(p.grad is not None for p in head.refiner.parameters())
+    with pytest.raises(ValueError, match="tower"):
+        PoseHead(SPECS, num_classes=2, keypoints=KEYPOINTS, refine_tower="dense")

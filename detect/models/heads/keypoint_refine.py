@@ -40,6 +40,9 @@ class KeypointRefiner(nn.Module):
         upsample: heatmaps this many times finer than the map (a 1x1 convolution to
             ``upsample**2`` sub-positions per cell, then a pixel shuffle): a small figure's hand
             is a pixel or two across, under a stride-4 cell.
+        tower: ``"conv"``: two 3x3 conv-BN-SiLU; ``"separable"``: two (depthwise 3x3, pointwise 1x1)
+            pairs, the same receptive field at a stride-4 map's size for a fraction of the arithmetic,
+            so the tower can be wider.
     """
 
     def __init__(
@@ -51,8 +54,11 @@ class KeypointRefiner(nn.Module):
         patch: int = 7,
         window: float = 0.15,
         upsample: int = 1,
+        tower: str = "conv",
     ) -> None:
         super().__init__()
+        if tower not in ("conv", "separable"):
+            raise ValueError(f"KeypointRefiner's tower must be 'conv' or 'separable', got {tower!r}")
         if channels < 1 or steps < 1 or patch < 2 or window <= 0 or upsample < 1:
             raise ValueError(
                 "KeypointRefiner needs channels, steps, upsample >= 1, patch >= 2 and window > 0; "
@@ -63,9 +69,17 @@ class KeypointRefiner(nn.Module):
         # Start as the identity: flat heatmaps put every keypoint at the centre of its window.
         nn.init.zeros_(heatmaps.weight)
         nn.init.zeros_(heatmaps.bias)
+        if tower == "separable":
+            layers = [
+                conv_bn_act(in_channels, in_channels, 3, groups=in_channels),
+                conv_bn_act(in_channels, channels, 1),
+                conv_bn_act(channels, channels, 3, groups=channels),
+                conv_bn_act(channels, channels, 1),
+            ]
+        else:
+            layers = [conv_bn_act(in_channels, channels, 3), conv_bn_act(channels, channels, 3)]
         self.tower = nn.Sequential(
-            conv_bn_act(in_channels, channels, 3),
-            conv_bn_act(channels, channels, 3),
+            *layers,
             heatmaps,
             *([nn.PixelShuffle(upsample)] if upsample > 1 else []),
         )

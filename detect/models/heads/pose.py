@@ -55,6 +55,7 @@ class PoseHead(DetectHead):
             to ``1 - OKS``.
         visibility_weight: weight of the visibility term.
         keypoint_hidden: width of the keypoint branch (default: the finest level's channels).
+        refine_tower: the refiner's tower, ``"conv"`` or ``"separable"`` (:class:`KeypointRefiner`).
         share_levels: one keypoint tower for all levels (after a 1x1 projection per level, with
             GroupNorm since the levels' statistics differ): box-relative keypoints mean the same
             at every scale, so every person trains the same weights, instead of a third of them
@@ -75,6 +76,10 @@ class PoseHead(DetectHead):
         refine_level: the level the refiner reads; default: the finest the head gets, which is the
             backbone's stride-4 ``p2`` where the backbone returns it (the neck leaves it out) and
             the neck's finest level otherwise.
+        refine_context: coarser levels (e.g. the neck's ``p3``), upsampled to ``refine_level`` and
+            joined to its channels as the refiner's input: a stride-4 map shows where lines end,
+            not whose hand an end is; a coarser level sees the whole figure. Read without
+            training them, like ``refine_level``.
         **kwargs: :class:`DetectHead` arguments.
     """
 
@@ -98,6 +103,8 @@ class PoseHead(DetectHead):
         refine_upsample: int = 1,
         heatmap_weight: float = 1.0,
         refine_level: str | None = None,
+        refine_context: str | list[str] | None = None,
+        refine_tower: str = "conv",
         **kwargs,
     ) -> None:
         super().__init__(in_specs, num_classes, **kwargs)
@@ -143,15 +150,33 @@ class PoseHead(DetectHead):
                 "add it to the backbone's out_features"
             )
         self.refine_level, self.refine_stride = refine_level, in_specs[refine_level].stride
+        refine_channels_in = in_specs[refine_level].channels
+        if isinstance(refine_context, str):
+            refine_context = [refine_context]
+        self.refine_context: dict[str, int] = {}
+        for level in refine_context or ():
+            if level not in in_specs:
+                raise ValueError(
+                    f"refine_context {level!r} is not among the levels the head gets: {sorted(in_specs)}"
+                )
+            ratio = in_specs[level].stride / self.refine_stride
+            if ratio <= 1 or ratio != int(ratio):
+                raise ValueError(
+                    f"refine_context {level!r} (stride {in_specs[level].stride}) must be coarser than "
+                    f"refine_level {refine_level!r} (stride {self.refine_stride}) by a whole factor"
+                )
+            self.refine_context[level] = int(ratio)
+            refine_channels_in += in_specs[level].channels
         self.refiner = (
             KeypointRefiner(
-                in_specs[refine_level].channels,
+                refine_channels_in,
                 self.num_keypoints,
                 channels=refine_channels,
                 steps=refine_steps,
                 patch=refine_patch,
                 window=refine_window,
                 upsample=refine_upsample,
+                tower=refine_tower,
             )
             if refine_steps > 0
             else None
@@ -174,7 +199,13 @@ class PoseHead(DetectHead):
             # The refiner reads the shared features but does not train them: with its soft-argmax
             # gradient in them (even at feature_grad), one run of three lost its detection (bbox AP
             # 0.28). A detached run has collapsed once since, so the detach may not be the whole cure.
-            refine_heatmaps = self.refiner.tower(features[self.refine_level].detach())
+            fine = features[self.refine_level].detach()
+            inputs = [fine]
+            for level, scale in self.refine_context.items():
+                context = F.interpolate(features[level].detach(), scale_factor=scale, mode="nearest")
+                inputs.append(context[..., : fine.shape[-2], : fine.shape[-1]])
+            fine = torch.cat(inputs, dim=1) if len(inputs) > 1 else fine
+            refine_heatmaps = self.refiner.tower(fine)
         return PoseOutputs(
             base.cls_logits,
             base.box_logits,
