@@ -55,7 +55,6 @@ class PoseHead(DetectHead):
             to ``1 - OKS``.
         visibility_weight: weight of the visibility term.
         keypoint_hidden: width of the keypoint branch (default: the finest level's channels).
-        refine_tower: the refiner's tower, ``"conv"`` or ``"separable"`` (:class:`KeypointRefiner`).
         share_levels: one keypoint tower for all levels (after a 1x1 projection per level, with
             GroupNorm since the levels' statistics differ): box-relative keypoints mean the same
             at every scale, so every person trains the same weights, instead of a third of them
@@ -80,6 +79,7 @@ class PoseHead(DetectHead):
             joined to its channels as the refiner's input: a stride-4 map shows where lines end,
             not whose hand an end is; a coarser level sees the whole figure. Read without
             training them, like ``refine_level``.
+        refine_tower: the refiner's tower, ``"conv"`` or ``"separable"`` (:class:`KeypointRefiner`).
         **kwargs: :class:`DetectHead` arguments.
     """
 
