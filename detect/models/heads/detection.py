@@ -13,7 +13,7 @@ from torchvision.ops import complete_box_iou_loss
 from detect.models.heads.assigner import Assignment, TaskAlignedAssigner
 from detect.models.heads.base import Head, make_anchors
 from detect.models.heads.postprocess import Decoded, PostprocessConfig, finalize
-from detect.models.layers import conv_bn_act
+from detect.models.layers import conv_bn_act, separable_pair
 from detect.models.losses import distribution_focal_loss
 from detect.models.necks.base import select_specs
 from detect.structures import Detections, FeatureSpec, Targets
@@ -143,10 +143,8 @@ class DetectHead(Head):
         for spec in self.specs:
             if kind == "separable":
                 layers = [
-                    conv_bn_act(spec.channels, spec.channels, 3, groups=spec.channels),
-                    conv_bn_act(spec.channels, hidden_channels, 1),
-                    conv_bn_act(hidden_channels, hidden_channels, 3, groups=hidden_channels),
-                    conv_bn_act(hidden_channels, hidden_channels, 1),
+                    *separable_pair(spec.channels, hidden_channels),
+                    *separable_pair(hidden_channels, hidden_channels),
                 ]
             else:
                 layers = [

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detect.models.heads.postprocess import RefineConfig, RefineStep, refine_grid, refine_keypoints
-from detect.models.layers import conv_bn_act
+from detect.models.layers import conv_bn_act, separable_pair
 
 __all__ = ["KeypointRefiner", "RefineStep"]
 
@@ -70,12 +70,7 @@ class KeypointRefiner(nn.Module):
         nn.init.zeros_(heatmaps.weight)
         nn.init.zeros_(heatmaps.bias)
         if tower == "separable":
-            layers = [
-                conv_bn_act(in_channels, in_channels, 3, groups=in_channels),
-                conv_bn_act(in_channels, channels, 1),
-                conv_bn_act(channels, channels, 3, groups=channels),
-                conv_bn_act(channels, channels, 1),
-            ]
+            layers = [*separable_pair(in_channels, channels), *separable_pair(channels, channels)]
         else:
             layers = [conv_bn_act(in_channels, channels, 3), conv_bn_act(channels, channels, 3)]
         self.tower = nn.Sequential(
