@@ -20,6 +20,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
+from detect.data.copy_paste import Donor, paste_object
 from detect.data.doctor import DataError, FaultLog, check_coco, read_coco_json
 from detect.data.images import ImageFault, probe_image, read_image
 from detect.data.index import AnnotationIndex
@@ -169,6 +170,12 @@ class CocoDetection(Dataset):
         load_keypoints: also return keypoints (for categories that declare them).
         strict: every skipped image or annotation is an error instead (mends stay mends).
         keypoint_sigma: OKS sigma for the json's own keypoints (when ``categories`` is not given).
+        copy_paste: probability that objects of other training images are pasted into an image
+            (:mod:`detect.data.copy_paste`), before the pipeline.
+        copy_paste_objects: objects drawn from the whole training set for each paste; those
+            that find free space are pasted.
+        copy_paste_classes: which objects may be pasted: ``None`` any, ``"keypoints"`` those with
+            labelled keypoints, or a list of class names.
     """
 
     def __init__(
@@ -185,6 +192,9 @@ class CocoDetection(Dataset):
         load_keypoints: bool = False,
         strict: bool = False,
         keypoint_sigma: float = 0.07,
+        copy_paste: float = 0.0,
+        copy_paste_objects: int = 3,
+        copy_paste_classes: str | list[str] | None = None,
     ) -> None:
         if missing_images not in ("skip", "error"):
             raise ValueError(f"missing_images must be 'skip' or 'error', got {missing_images!r}")
@@ -231,6 +241,10 @@ class CocoDetection(Dataset):
                     self._clean_json(), image_ids, len(self.keypoint_info or ())
                 )
         self.image_ids = image_ids
+        self.copy_paste, self.copy_paste_objects = copy_paste, copy_paste_objects
+        self.copy_paste_classes = copy_paste_classes
+        self._paste_labels = self._paste_labels_of(copy_paste_classes)
+        self._paste_positions, self._paste_rows = self._pasteable() if copy_paste > 0 else (None, None)
         self.faults.warn(log)
         if strict:
             self.faults.raise_if_strict()
@@ -339,6 +353,105 @@ class CocoDetection(Dataset):
                 keypoints[i] = values
         return keypoints
 
+    def _fills(self, rows: np.ndarray) -> np.ndarray:
+        """Each annotation's segment area over its box area (1 where the json gives no area):
+        COCO's area is the segment's, and this share of the box is carried through every
+        geometric change."""
+        box_areas = self.index.boxes[rows, 2] * self.index.boxes[rows, 3]
+        fill = np.minimum(self.index.areas[rows] / np.maximum(box_areas, 1e-6), 1.0)
+        return np.where(fill > 0, fill, 1.0).astype(np.float32).reshape(-1)
+
+    def _paste_labels_of(self, classes: str | list[str] | None) -> np.ndarray | None:
+        """The labels copy-paste may take (``None``: any; ``"keypoints"`` is resolved per object)."""
+        if classes is None or classes == "keypoints":
+            return None
+        if isinstance(classes, str):
+            classes = [classes]
+        unknown = [name for name in classes if name not in self.categories.names]
+        if unknown:
+            raise ValueError(
+                f"data.augment.copy_paste_classes: {unknown} not among the classes {list(self.categories.names)}"
+            )
+        return np.asarray([self.categories.names.index(name) for name in classes], np.int64)
+
+    def _pasteable(self) -> tuple[np.ndarray, np.ndarray]:
+        """Image positions and annotation rows of every object copy-paste may take (from the
+        index's arrays: COCO train2017's 860k annotations in a fraction of a second)."""
+        index = self.index
+        positions = np.repeat(np.arange(len(index)), np.diff(index.ann_start))
+        allowed = self.categories.ids
+        if self._paste_labels is not None:
+            allowed = [self.categories.ids[label] for label in self._paste_labels.tolist()]
+        keep = ~index.iscrowd & np.isin(index.category_ids, allowed)
+        keep &= (index.boxes[:, 2] >= 1) & (index.boxes[:, 3] >= 1)
+        if self.copy_paste_classes == "keypoints":
+            labelled = np.zeros(len(keep), bool)
+            has = index.keypoint_row >= 0
+            if len(index.keypoints) and index.keypoints.shape[1]:
+                labelled[has] = index.keypoints[index.keypoint_row[has], :, 2].max(axis=1) > 0
+            keep &= labelled
+        rows = np.flatnonzero(keep)
+        return positions[rows], rows
+
+    def _donor(self, pick: int) -> Donor | None:
+        """Pasteable object ``pick`` with its image (``None``: an unreadable image, named when it
+        comes up in the epoch itself)."""
+        position, row = int(self._paste_positions[pick]), int(self._paste_rows[pick])
+        image = self._cache.get(int(self.index.image_ids[position]))
+        if image is None:
+            try:
+                image = self._read(position)
+            except ImageFault:
+                return None
+        boxes, labels, rows = self.annotations(position)
+        keep = np.flatnonzero(rows == row)
+        if not len(keep):  # too thin once clipped to its image
+            return None
+        height, width = image.shape[:2]
+        return Donor(
+            image=image,
+            mask=self._masks(rows[keep], height, width)[0],
+            box=boxes[keep[0]],
+            label=int(labels[keep[0]]),
+            fill=float(self._fills(rows[keep])[0]),
+            keypoints=self._keypoints(rows[keep])[0] if self.load_keypoints else None,
+        )
+
+    def _paste(
+        self,
+        image: np.ndarray,
+        boxes: np.ndarray,
+        labels: np.ndarray,
+        fills: np.ndarray,
+        keypoints: np.ndarray | None,
+        masks: list[np.ndarray] | None,
+        generator: torch.Generator | None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, list[np.ndarray] | None]:
+        """Copy-paste (:func:`detect.data.copy_paste.paste_object`) of ``copy_paste_objects``
+        objects drawn from the whole training set onto a copy of ``image``; the pasted objects'
+        boxes, labels, fills, keypoints and masks are appended to the image's."""
+        if len(self._paste_rows) == 0:
+            return image, boxes, labels, fills, keypoints, masks
+        image = image.copy()  # the cached image stays as read
+        draws = torch.randint(0, len(self._paste_rows), (self.copy_paste_objects,), generator=generator)
+        for pick in draws.tolist():
+            donor = self._donor(pick)
+            pasted = None if donor is None else paste_object(image, boxes, donor, generator)
+            if pasted is None:
+                continue
+            shift, mask = np.asarray(pasted[0], np.float32), pasted[1]
+            boxes = np.concatenate([boxes, (donor.box + np.tile(shift, 2))[None]]).astype(np.float32)
+            labels = np.append(labels, donor.label)
+            fills = np.append(fills, np.float32(donor.fill))
+            if keypoints is not None:
+                moved = donor.keypoints.copy()
+                labelled = moved[:, 2:] > 0
+                moved[:, :2] = np.where(labelled, moved[:, :2] + shift, 0)
+                keypoints = np.concatenate([keypoints, moved[None]])
+            if masks is not None:
+                masks = [*masks, mask]
+        return image, boxes, labels, fills, keypoints, masks
+
     def __getitem__(self, key: int | SampleKey) -> Sample | None:
         position, generator = generator_for(key)
         image_id = int(self.index.image_ids[position])
@@ -357,13 +470,19 @@ class CocoDetection(Dataset):
         height, width = image.shape[:2]
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
-        inputs = {"image": image, "bboxes": boxes, "labels": labels, "instances": np.arange(len(boxes))}
         keypoints = self._keypoints(rows) if self.load_keypoints else None
+        masks = self._masks(rows, height, width) if self.load_masks else None
+        fills = self._fills(rows)
+        if self.copy_paste > 0 and torch.rand((), generator=generator).item() < self.copy_paste:
+            image, boxes, labels, fills, keypoints, masks = self._paste(
+                image, boxes, labels, fills, keypoints, masks, generator
+            )
+        inputs = {"image": image, "bboxes": boxes, "labels": labels, "instances": np.arange(len(boxes))}
         inputs["keypoints"] = (
             np.zeros((0, 2), np.float32) if keypoints is None else keypoints[..., :2].reshape(-1, 2)
         )
-        if self.load_masks and len(rows):
-            inputs["masks"] = self._masks(rows, height, width)
+        if masks:
+            inputs["masks"] = masks
         # Albumentations draws from its own generators, seeded from the OS unless told otherwise:
         # reseeding them per sample from the sample's own generator (see detect.data.sampler) makes
         # runs repeat with the seed, whatever the loader workers, and a resumed run draw as the
@@ -376,7 +495,7 @@ class CocoDetection(Dataset):
         masks_out = None
         if self.load_masks:
             masks_out = (
-                np.stack(out["masks"])[kept] if len(rows) else np.zeros((0, *image_out.shape[:2]), np.uint8)
+                np.stack(out["masks"])[kept] if masks else np.zeros((0, *image_out.shape[:2]), np.uint8)
             )
         keypoints_out = None
         if keypoints is not None:
@@ -393,10 +512,7 @@ class CocoDetection(Dataset):
             keypoints_out = np.concatenate([keypoints_out, visibility[..., None]], axis=-1)
             keypoints_out[visibility == 0] = 0
         # COCO's area is the segment's; carry its share of the box through any geometric change.
-        box_areas = self.index.boxes[rows, 2] * self.index.boxes[rows, 3]
-        fill = np.minimum(self.index.areas[rows] / np.maximum(box_areas, 1e-6), 1.0)
-        fill = np.where(fill > 0, fill, 1.0).astype(np.float32)[kept]
-        areas = fill * (boxes_out[:, 2] - boxes_out[:, 0]) * (boxes_out[:, 3] - boxes_out[:, 1])
+        areas = fills[kept] * (boxes_out[:, 2] - boxes_out[:, 0]) * (boxes_out[:, 3] - boxes_out[:, 1])
         if self.hflip > 0 and torch.rand((), generator=generator).item() < self.hflip:
             image_out, boxes_out, masks_out, keypoints_out = self._flip(
                 image_out, boxes_out, masks_out, keypoints_out

@@ -162,6 +162,15 @@ class CocoDataModule(ResumableOrder, L.LightningDataModule):
             load_masks=self.load_masks,
             load_keypoints=self.load_keypoints,
             strict=self.strict,
+            **(
+                {
+                    "copy_paste": augment.copy_paste,
+                    "copy_paste_objects": augment.copy_paste_objects,
+                    "copy_paste_classes": _names(augment.copy_paste_classes),
+                }
+                if augment is not None
+                else {}
+            ),
         )
 
     def transfer_batch_to_device(
@@ -240,6 +249,11 @@ class CocoDataModule(ResumableOrder, L.LightningDataModule):
             collate_fn=collate,
             persistent_workers=self.num_workers > 0,
         )
+
+
+def _names(classes: str | Any | None) -> str | list[str] | None:
+    """A class list from the config (an OmegaConf ListConfig) as plain strings."""
+    return classes if classes is None or isinstance(classes, str) else [str(name) for name in classes]
 
 
 class ShapesDataModule(CocoDataModule):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import albumentations as A
@@ -29,6 +30,12 @@ class AugmentConfig:
         early_scale, early_epochs: progressive resizing: the first ``early_epochs`` epochs train on
             batches downscaled to ``image_size * early_scale`` (a multiple of 32), which take fewer
             pixels a step (:mod:`detect.data.resize`); 0 epochs turns it off.
+        copy_paste: probability that objects cut from other training images are pasted into
+            free space of an image (:mod:`detect.data.copy_paste`).
+        copy_paste_objects: objects drawn from the whole training set for each paste; those
+            that find free space are pasted.
+        copy_paste_classes: the objects that may be pasted: ``None`` any, ``"keypoints"`` those
+            with labelled keypoints, or a list of class names.
     """
 
     hflip: float = 0.5
@@ -45,8 +52,27 @@ class AugmentConfig:
     close_mosaic: int = 2
     early_scale: float = 1.0
     early_epochs: int = 0
+    copy_paste: float = 0.0
+    copy_paste_objects: int = 3
+    copy_paste_classes: str | tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        p = self.copy_paste
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+            raise ValueError(f"data.augment.copy_paste must be a probability in [0, 1], got {p!r}")
+        n = self.copy_paste_objects
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"data.augment.copy_paste_objects must be an integer >= 1, got {n!r}")
+        classes = self.copy_paste_classes
+        if not (
+            classes is None
+            or isinstance(classes, str)
+            or (isinstance(classes, Sequence) and all(isinstance(c, str) for c in classes))
+        ):
+            raise ValueError(
+                "data.augment.copy_paste_classes must be null, 'keypoints' or a list of class names, "
+                f"got {classes!r}"
+            )
         for name in ("close_mosaic", "early_epochs"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
