@@ -121,6 +121,6 @@ def test_each_head_brings_its_epoch_count_and_the_command_line_still_wins() -> N
     """Each head's measured schedule: detect 28 epochs (conf/trainer/), segment 18, pose 16 (conf/head/)."""
     assert compose_config().trainer.max_epochs == 28
     assert compose_config(["head=segment"]).trainer.max_epochs == 18
-    assert compose_config(["head=pose"]).trainer.max_epochs == 16
+    assert compose_config(["head=pose"]).trainer.max_epochs == 20
     assert compose_config(["head=pose", "trainer.max_epochs=30"]).trainer.max_epochs == 30
     assert compose_config(["head=segment", "experiment=overfit"]).trainer.max_epochs > 20
