@@ -117,8 +117,21 @@ def test_command_line_contract_names() -> None:
     assert model.head.coef_branches[0][-1].out_channels == 8
 
 
+def test_each_head_brings_its_learning_rate_and_the_command_line_still_wins() -> None:
+    """Detect trains at AdamW 0.004; segment, pose and classify at the 0.002 they were measured with."""
+    assert compose_config().optim.lr == 0.004
+    assert compose_config(["data=coco"]).optim.lr == 0.004
+    for head in ("segment", "pose", "classify"):
+        cfg = compose_config([f"head={head}"])
+        assert cfg.optim.lr == 0.002 and cfg.optim._target_ == "torch.optim.AdamW"
+        assert cfg.optim.weight_decay == compose_config().optim.weight_decay
+    assert compose_config(["head=pose", "optim.lr=0.01"]).optim.lr == 0.01
+    sgd = compose_config(["head=pose", "optim=sgd"]).optim
+    assert sgd._target_ == "torch.optim.SGD" and sgd.lr == compose_config(["optim=sgd"]).optim.lr
+
+
 def test_each_head_brings_its_epoch_count_and_the_command_line_still_wins() -> None:
-    """Each head's measured schedule: detect 28 epochs (conf/trainer/), segment 18, pose 16 (conf/head/)."""
+    """Each head's measured schedule: detect 28 epochs (conf/trainer/), segment 18, pose 20 (conf/head/)."""
     assert compose_config().trainer.max_epochs == 28
     assert compose_config(["head=segment"]).trainer.max_epochs == 18
     assert compose_config(["head=pose"]).trainer.max_epochs == 20
