@@ -122,4 +122,4 @@ def test_wandb_and_mlflow_loggers_offline(tiny_shapes: Path, tmp_path: Path) -> 
     assert (
         run.data.metrics["val/bbox_AP"] == pytest.approx(final) and "train/epoch_seconds" in run.data.metrics
     )
-    assert float(run.data.params["config/optim/lr"]) == 0.004  # the whole config, as parameters
+    assert float(run.data.params["config/optim/lr"]) == 0.006  # the whole config, as parameters
