@@ -141,3 +141,13 @@ def test_each_head_brings_its_epoch_count_and_the_command_line_still_wins() -> N
     assert compose_config(["head=pose"]).trainer.max_epochs == 20
     assert compose_config(["head=pose", "trainer.max_epochs=30"]).trainer.max_epochs == 30
     assert compose_config(["head=segment", "experiment=overfit"]).trainer.max_epochs > 20
+
+
+@pytest.mark.parametrize("head", ["detect", "segment", "pose"])
+def test_users_data_trains_with_the_recipes_augmentation(head: str) -> None:
+    # Loaded through data=coco, four held-out shapes sets scored what data=shapes scores only
+    # with the same augmentation (docs/recipes.md, "Every held-out style side by side"), so the two
+    # must not drift apart.
+    shapes = compose_config([f"head={head}"]).data.augment
+    coco = compose_config([f"head={head}", "data=coco"]).data.augment
+    assert coco == shapes
